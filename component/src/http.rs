@@ -1,0 +1,213 @@
+//! Moving requests and responses between wasi:http and the store.
+//!
+//! Bodies are spliced: the host moves bytes from one stream to the other, so a blob
+//! never enters guest memory and memory per transfer stays bounded.
+
+use wasip2::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+use wasip2::io::streams::{InputStream, OutputStream, StreamError};
+
+use crate::bindings::blobcache::store::types::{BlobInfo, Writer};
+
+/// Most bytes asked for per splice; the streams' own permits usually bound it lower.
+const SPLICE_CHUNK: u64 = 4 << 20;
+
+/// Answers with a short text body (error reasons, `ok`). Reasons stay one line.
+pub fn respond_text(out: ResponseOutparam, status: u16, text: &str) {
+    let mut body = text.replace(['\r', '\n'], " ");
+    body.push('\n');
+    respond_bytes(out, status, "text/plain; charset=utf-8", body.as_bytes());
+}
+
+/// Answers with a JSON body.
+pub fn respond_json(out: ResponseOutparam, status: u16, json: &serde_json::Value) {
+    respond_bytes(out, status, "application/json", json.to_string().as_bytes());
+}
+
+/// Answers 405 naming the methods the path supports.
+pub fn method_not_allowed(out: ResponseOutparam, allow: &str) {
+    let headers = fields(&[
+        ("allow", allow),
+        ("content-type", "text/plain; charset=utf-8"),
+    ]);
+    let text = format!("method not allowed; allowed: {allow}\n");
+    send(out, 405, headers, Some(text.as_bytes()));
+}
+
+/// Answers with no body at all (PUT and DELETE successes).
+pub fn respond_empty(out: ResponseOutparam, status: u16) {
+    send(out, status, fields(&[("content-length", "0")]), Some(b""));
+}
+
+fn respond_bytes(out: ResponseOutparam, status: u16, content_type: &str, bytes: &[u8]) {
+    let len = bytes.len().to_string();
+    let headers = fields(&[("content-type", content_type), ("content-length", &len)]);
+    send(out, status, headers, Some(bytes));
+}
+
+fn send(out: ResponseOutparam, status: u16, headers: Fields, body: Option<&[u8]>) {
+    let response = OutgoingResponse::new(headers);
+    let _ = response.set_status_code(status);
+    let Some(bytes) = body else {
+        ResponseOutparam::set(out, Ok(response));
+        return;
+    };
+    let outgoing = response.body().expect("response body is taken once");
+    ResponseOutparam::set(out, Ok(response));
+    let stream = outgoing.write().expect("body stream is taken once");
+    // Short bodies only: the blocking write takes at most 4096 bytes per call.
+    for chunk in bytes.chunks(4096) {
+        if stream.blocking_write_and_flush(chunk).is_err() {
+            return; // client gone; dropping the body without finish aborts it
+        }
+    }
+    drop(stream);
+    let _ = OutgoingBody::finish(outgoing, None);
+}
+
+/// Headers from name/value pairs known to be valid.
+pub fn fields(pairs: &[(&str, &str)]) -> Fields {
+    let list: Vec<(String, Vec<u8>)> = pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+        .collect();
+    Fields::from_list(&list).expect("static header names are valid")
+}
+
+/// The headers describing a blob in a hit: length, type, etag, last-modified.
+pub fn blob_headers(info: &BlobInfo, length: u64) -> Vec<(String, String)> {
+    let mut headers = vec![
+        ("content-length".to_string(), length.to_string()),
+        (
+            "content-type".to_string(),
+            info.content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into()),
+        ),
+        ("etag".to_string(), info.etag.clone()),
+    ];
+    if let Some(date) = http_date(info.last_modified) {
+        headers.push(("last-modified".to_string(), date));
+    }
+    headers
+}
+
+/// Sends a blob: headers from `headers`, then the content spliced from `content`
+/// (none for HEAD). A stream that fails midway aborts the response, so a client
+/// never takes a truncated body for a hit.
+pub fn respond_blob(
+    out: ResponseOutparam,
+    status: u16,
+    headers: &[(String, String)],
+    content: Option<InputStream>,
+) {
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let response = OutgoingResponse::new(fields(&pairs));
+    let _ = response.set_status_code(status);
+    let Some(source) = content else {
+        // HEAD: headers only. Not taking the body keeps content-length unchecked.
+        ResponseOutparam::set(out, Ok(response));
+        return;
+    };
+    let body = response.body().expect("response body is taken once");
+    ResponseOutparam::set(out, Ok(response));
+    let sink = body.write().expect("body stream is taken once");
+    let copied = splice_all(&source, &sink);
+    drop(sink);
+    drop(source);
+    if copied.is_ok() {
+        let _ = OutgoingBody::finish(body, None);
+    }
+}
+
+/// How receiving a request body into the store went wrong.
+#[derive(Debug)]
+pub enum ReceiveError {
+    /// The client's body failed: disconnect, truncation, bad framing. Answer 400.
+    Client(String),
+    /// The store's stream failed: disk full, backend error. Answer 5xx.
+    Store(String),
+}
+
+/// Streams the request body into `writer` (without publishing it).
+pub fn receive_body(request: &IncomingRequest, writer: &Writer) -> Result<u64, ReceiveError> {
+    let body = request
+        .consume()
+        .map_err(|()| ReceiveError::Client("request body already consumed".into()))?;
+    let source = body
+        .stream()
+        .map_err(|()| ReceiveError::Client("request body unavailable".into()))?;
+    let sink = writer
+        .body()
+        .map_err(|e| ReceiveError::Store(crate::store_error::status_of(&e).1))?;
+    let result = splice_all(&source, &sink).map_err(|error| {
+        // wasi:http marks errors that came from the HTTP side with an error code.
+        if wasip2::http::types::http_error_code(&error).is_some() {
+            ReceiveError::Client(format!("request body failed: {}", error.to_debug_string()))
+        } else {
+            ReceiveError::Store(error.to_debug_string())
+        }
+    });
+    drop(sink);
+    drop(source);
+    drop(wasip2::http::types::IncomingBody::finish(body));
+    result
+}
+
+fn splice_all(source: &InputStream, sink: &OutputStream) -> Result<u64, wasip2::io::error::Error> {
+    let mut total = 0;
+    loop {
+        match sink.blocking_splice(source, SPLICE_CHUNK) {
+            Ok(n) => total += n,
+            Err(StreamError::Closed) => return Ok(total),
+            Err(StreamError::LastOperationFailed(error)) => return Err(error),
+        }
+    }
+}
+
+/// The request's method as a plain string (for matching and messages).
+pub fn method(request: &IncomingRequest) -> String {
+    match request.method() {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Other(other) => other,
+    }
+}
+
+/// The first value of a header, if it is valid UTF-8.
+pub fn header(request: &IncomingRequest, name: &str) -> Option<String> {
+    let values = request.headers().get(name);
+    values
+        .into_iter()
+        .next()
+        .and_then(|v| String::from_utf8(v).ok())
+}
+
+/// The declared body length: none when absent (chunked), an error when malformed.
+pub fn content_length(request: &IncomingRequest) -> Result<Option<u64>, String> {
+    match header(request, "content-length") {
+        None => Ok(None),
+        Some(value) => value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("content-length {value:?} is not a number")),
+    }
+}
+
+/// RFC 7231 IMF-fixdate for a Unix timestamp.
+pub fn http_date(unix_seconds: u64) -> Option<String> {
+    let time = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(unix_seconds))?;
+    Some(httpdate::fmt_http_date(time))
+}

@@ -1,0 +1,131 @@
+//! Command-line and environment configuration of `blobcache serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::runtime::RuntimeConfig;
+
+/// Where blobs are kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// A local directory (the default).
+    Dir(PathBuf),
+    /// Process memory; lost at exit.
+    Memory,
+}
+
+impl FromStr for StoreSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            _ if s == "memory" => Ok(StoreSpec::Memory),
+            Some(("dir", path)) if !path.is_empty() => Ok(StoreSpec::Dir(PathBuf::from(path))),
+            _ => Err(format!(
+                "unknown store {s:?}: expected `dir:PATH` or `memory`"
+            )),
+        }
+    }
+}
+
+/// `blobcache serve`: run the cache.
+#[derive(Parser, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, env = "BLOBCACHE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Store: `dir:PATH` or `memory`. Default: `dir:` under the user's cache directory
+    /// (`$XDG_CACHE_HOME/blobcache/store`, else `~/.cache/blobcache/store`).
+    #[arg(long, env = "BLOBCACHE_STORE")]
+    pub store: Option<StoreSpec>,
+
+    /// Largest blob accepted, in bytes; 0 for no limit.
+    #[arg(long, env = "BLOBCACHE_MAX_BLOB_SIZE", default_value_t = 0)]
+    pub max_blob_size: u64,
+
+    /// Skip fsync before publishing to the directory store: faster, but a power loss
+    /// may lose recent entries (never expose partial ones).
+    #[arg(long, env = "BLOBCACHE_NO_FSYNC")]
+    pub no_fsync: bool,
+
+    /// Memory limit of one request's component instance, in MiB.
+    #[arg(long, env = "BLOBCACHE_GUEST_MEMORY_MIB", default_value_t = 64)]
+    pub guest_memory_mib: usize,
+
+    /// Seconds a request's component may run without moving any data before it is stopped.
+    #[arg(long, env = "BLOBCACHE_GUEST_TIMEOUT", default_value_t = 30)]
+    pub guest_timeout_secs: u64,
+
+    /// Requests served at once; more wait for a free slot.
+    #[arg(long, env = "BLOBCACHE_MAX_CONCURRENT", default_value_t = 256)]
+    pub max_concurrent: u32,
+
+    /// Directory for compiled machine code of the component, reused across restarts.
+    /// Default: `$XDG_CACHE_HOME/blobcache/compiled`, else `~/.cache/blobcache/compiled`.
+    #[arg(long, env = "BLOBCACHE_COMPILE_CACHE")]
+    pub compile_cache: Option<PathBuf>,
+
+    /// Run this component file instead of the built-in one.
+    #[arg(long, env = "BLOBCACHE_COMPONENT", hide = true)]
+    pub component: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    pub fn store_spec(&self) -> StoreSpec {
+        self.store
+            .clone()
+            .unwrap_or_else(|| StoreSpec::Dir(cache_home().join("store")))
+    }
+
+    pub fn runtime_config(&self) -> RuntimeConfig {
+        let mut component_env = Vec::new();
+        if self.max_blob_size > 0 {
+            component_env.push((
+                "BLOBCACHE_MAX_BLOB_SIZE".into(),
+                self.max_blob_size.to_string(),
+            ));
+        }
+        RuntimeConfig {
+            guest_memory: self.guest_memory_mib << 20,
+            guest_timeout: Duration::from_secs(self.guest_timeout_secs.max(1)),
+            max_concurrent: self.max_concurrent.max(1),
+            component_env,
+            compile_cache: Some(
+                self.compile_cache
+                    .clone()
+                    .unwrap_or_else(|| cache_home().join("compiled")),
+            ),
+            component_override: self.component.clone(),
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/blobcache`, else `~/.cache/blobcache`, else `./.blobcache`.
+pub fn cache_home() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")));
+    match base {
+        Some(base) => base.join("blobcache"),
+        None => PathBuf::from(".blobcache"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_specs() {
+        assert_eq!("memory".parse(), Ok(StoreSpec::Memory));
+        assert_eq!("dir:/x/y".parse(), Ok(StoreSpec::Dir("/x/y".into())));
+        assert!("dir:".parse::<StoreSpec>().is_err());
+        assert!("s3:bucket".parse::<StoreSpec>().is_err());
+    }
+}

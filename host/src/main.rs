@@ -1,0 +1,64 @@
+//! `blobcache`: a remote build cache for Bazel, ccache and more.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use blobcache::config::ServeArgs;
+use blobcache::runtime::Runtime;
+
+#[derive(Parser)]
+#[command(
+    name = "blobcache",
+    version,
+    about = "Remote build cache served by a WebAssembly component"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the cache over HTTP.
+    Serve(ServeArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("BLOBCACHE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let spec = args.store_spec();
+    let backend = blobcache::open_store(&spec, !args.no_fsync)?;
+    let runtime = Runtime::new(backend.clone(), args.runtime_config())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let status = backend.status();
+    // Tests and scripts read this line to learn the port.
+    println!(
+        "blobcache listening on http://{} (store: {} {})",
+        listener.local_addr()?,
+        status.kind,
+        status.location
+    );
+    blobcache::server::serve(listener, runtime, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

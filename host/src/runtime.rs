@@ -1,0 +1,326 @@
+//! Runs the cache component: one wasmtime engine, one pre-instantiated component,
+//! and a fresh instance per request.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, UpdateDeadline,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::limits::{self, Progress};
+use crate::store::SharedBackend;
+
+/// The cache component, built from `component/` by this crate's build script.
+pub static COMPONENT_WASM: &[u8] = include_bytes!(env!("BLOBCACHE_COMPONENT_WASM"));
+
+/// How the component runs.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Linear memory one request's instance may grow to.
+    pub guest_memory: usize,
+    /// Longest a guest may execute without moving blob bytes.
+    pub guest_timeout: Duration,
+    /// Requests served at once; more wait for a slot.
+    pub max_concurrent: u32,
+    /// Environment the component sees (its settings, such as `BLOBCACHE_MAX_BLOB_SIZE`).
+    pub component_env: Vec<(String, String)>,
+    /// Where compiled code is kept between runs; none compiles at every start.
+    pub compile_cache: Option<PathBuf>,
+    /// A component to run instead of the built-in one (tests of the host's limits).
+    pub component_override: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            guest_memory: 64 << 20,
+            guest_timeout: Duration::from_secs(30),
+            max_concurrent: 256,
+            component_env: Vec::new(),
+            compile_cache: None,
+            component_override: None,
+        }
+    }
+}
+
+/// State of one request's instance.
+pub struct RequestState {
+    pub(crate) table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    pub(crate) backend: SharedBackend,
+    pub(crate) progress: Progress,
+    progress_seen: u64,
+    limits: StoreLimits,
+}
+
+impl WasiView for RequestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RequestState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: wasmtime_wasi_http::default_hooks(),
+        }
+    }
+}
+
+/// The engine, the pre-instantiated component and the store backend.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    pre: ProxyPre<RequestState>,
+    backend: SharedBackend,
+    config: RuntimeConfig,
+    slots: Arc<Semaphore>,
+}
+
+impl Runtime {
+    pub fn new(backend: SharedBackend, config: RuntimeConfig) -> anyhow::Result<Self> {
+        let engine = new_engine(&config)?;
+        let component = match &config.component_override {
+            Some(path) => Component::from_file(&engine, path)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("loading component {}", path.display()))?,
+            None => load_component(&engine, COMPONENT_WASM, config.compile_cache.as_deref())?,
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        use crate::bindings::blobcache::store::{store, types};
+        types::add_to_linker::<_, HasSelf<RequestState>>(&mut linker, |s| s)?;
+        store::add_to_linker::<_, HasSelf<RequestState>>(&mut linker, |s| s)?;
+        let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
+        start_epoch_ticker(&engine);
+        let slots = Arc::new(Semaphore::new(config.max_concurrent as usize));
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                pre,
+                backend,
+                config,
+                slots,
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> &SharedBackend {
+        &self.inner.backend
+    }
+
+    /// Serves one HTTP request with a fresh instance of the component.
+    ///
+    /// Any hyper-compatible body works, so other servers can embed the cache.
+    /// A guest that fails before answering gets a 500; the runtime keeps serving.
+    pub async fn handle<B>(&self, request: hyper::Request<B>) -> hyper::Response<HyperOutgoingBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        match self.run_guest(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::error!("request failed in the cache component: {error:#}");
+                text_response(
+                    500,
+                    "internal error: the cache component failed; see the server log\n",
+                )
+            }
+        }
+    }
+
+    async fn run_guest<B>(
+        &self,
+        request: hyper::Request<B>,
+    ) -> anyhow::Result<hyper::Response<HyperOutgoingBody>>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let inner = &self.inner;
+        let slot = inner.slots.clone().acquire_owned().await?;
+        let mut store = Store::new(&inner.engine, self.request_state());
+        store.limiter(|state| &mut state.limits);
+        let ticks = limits::ticks(inner.config.guest_timeout);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_callback(move |mut context| {
+            let state = context.data_mut();
+            let now = state.progress.bytes();
+            if now == state.progress_seen {
+                wasmtime::bail!("the request exceeded the guest time limit without moving data");
+            }
+            state.progress_seen = now;
+            Ok(UpdateDeadline::Yield(ticks))
+        });
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let request = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = inner.pre.clone();
+        // The guest keeps running after it sends the head, to stream the body.
+        let task = tokio::spawn(async move {
+            let _slot = slot;
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, request, out)
+                .await
+        });
+        match receiver.await {
+            Ok(Ok(response)) => {
+                tokio::spawn(async move {
+                    if let Ok(Err(error)) = task.await {
+                        tracing::warn!("cache component failed while streaming: {error:#}");
+                    }
+                });
+                Ok(response)
+            }
+            Ok(Err(code)) => anyhow::bail!("the component answered with error {code:?}"),
+            Err(_) => match task.await {
+                Ok(Ok(())) => anyhow::bail!("the component returned without answering"),
+                Ok(Err(error)) => Err(anyhow::anyhow!("{error:?}")),
+                Err(join) => Err(join.into()),
+            },
+        }
+    }
+
+    fn request_state(&self) -> RequestState {
+        let config = &self.inner.config;
+        let wasi = WasiCtx::builder()
+            .inherit_stderr()
+            .envs(&config.component_env)
+            .build();
+        RequestState {
+            table: ResourceTable::new(),
+            wasi,
+            http: WasiHttpCtx::new(),
+            backend: self.inner.backend.clone(),
+            progress: Progress::default(),
+            progress_seen: 0,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(config.guest_memory)
+                .instances(32)
+                .build(),
+        }
+    }
+}
+
+/// A small text response built by the host itself.
+pub fn text_response(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {
+    let body = http_body_util::Full::new(Bytes::from(text.to_string()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(body)
+        .expect("static response parts are valid")
+}
+
+fn new_engine(config: &RuntimeConfig) -> anyhow::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    let instances = config.max_concurrent.max(1);
+    pool.total_component_instances(instances);
+    // A wasip2 component holds a few core instances, memories and tables.
+    pool.total_core_instances(instances * 8);
+    pool.total_memories(instances * 4);
+    pool.total_tables(instances * 8);
+    pool.max_memory_size(config.guest_memory);
+    let mut wasm = Config::new();
+    wasm.epoch_interruption(true);
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(Engine::new(&wasm)?)
+}
+
+/// Advances the epoch until the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("blobcache-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(limits::EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
+}
+
+/// Compiles `wasm`, or loads the machine code compiled for it by an earlier run.
+///
+/// The cache file's name covers the component's bytes and everything about the
+/// engine that affects code generation, so a different build never loads stale code.
+pub fn load_component(
+    engine: &Engine,
+    wasm: &[u8],
+    cache_dir: Option<&Path>,
+) -> anyhow::Result<Component> {
+    let Some(dir) = cache_dir else {
+        return Ok(Component::from_binary(engine, wasm)?);
+    };
+    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
+    let name = format!(
+        "component-{}-{:016x}.cwasm",
+        &hex::encode(Sha256::digest(wasm))[..16],
+        engine_hash.finish()
+    );
+    let path = dir.join(name);
+    if path.exists() {
+        // SAFETY: the file was written by `precompile_component` of an engine
+        // with the same compatibility hash, in a directory owned by this user.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => return Ok(component),
+            Err(error) => tracing::warn!("ignoring compiled cache {}: {error:#}", path.display()),
+        }
+    }
+    let compiled = engine.precompile_component(wasm)?;
+    if let Err(error) = write_atomically(&path, &compiled) {
+        tracing::warn!(
+            "could not cache compiled component in {}: {error:#}",
+            dir.display()
+        );
+    }
+    // SAFETY: `compiled` was produced by this engine just now.
+    Ok(unsafe { Component::deserialize(engine, &compiled) }?)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(path.parent().unwrap())?;
+    let temp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temp, bytes)?;
+    std::fs::rename(&temp, path)
+}

@@ -1,0 +1,109 @@
+//! Binds a [`Backend`] to the component's `blobcache:store` import.
+
+use wasmtime::component::Resource;
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+
+use super::{
+    Access, BlobInfo, ByteRange, Error, ListPage, PendingWrite, StoreStatus, WriteOptions,
+};
+use crate::bindings::blobcache::store::{store, types};
+use crate::runtime::RequestState;
+
+type Wit<T> = wasmtime::Result<Result<T, Error>>;
+
+impl types::Host for RequestState {}
+
+impl types::HostWriter for RequestState {
+    async fn body(&mut self, writer: Resource<PendingWrite>) -> Wit<Resource<DynOutputStream>> {
+        let stream = match self.table.get_mut(&writer)?.writer.body() {
+            Ok(stream) => self.progress.wrap_output(stream),
+            Err(e) => return Ok(Err(e)),
+        };
+        // A child of the writer: the writer cannot finish while its stream lives.
+        Ok(Ok(self.table.push_child(stream, &writer)?))
+    }
+
+    async fn finish(&mut self, writer: Resource<PendingWrite>) -> Wit<BlobInfo> {
+        let pending = self.table.delete(writer)?;
+        Ok(pending.writer.finish().await)
+    }
+
+    async fn drop(&mut self, writer: Resource<PendingWrite>) -> wasmtime::Result<()> {
+        // Dropping the backend writer discards the upload.
+        self.table.delete(writer)?;
+        Ok(())
+    }
+}
+
+impl store::Host for RequestState {
+    async fn status(&mut self) -> wasmtime::Result<StoreStatus> {
+        Ok(self.backend.status())
+    }
+
+    async fn head(&mut self, key: String) -> Wit<BlobInfo> {
+        Ok(self.backend.head(&key).await)
+    }
+
+    async fn open(
+        &mut self,
+        key: String,
+        range: Option<ByteRange>,
+    ) -> Wit<(BlobInfo, Resource<DynInputStream>)> {
+        match self.backend.open(&key, range).await {
+            Ok((info, stream)) => {
+                let stream = self.table.push(self.progress.wrap_input(stream))?;
+                Ok(Ok((info, stream)))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    async fn create(&mut self, key: String, options: WriteOptions) -> Wit<Resource<PendingWrite>> {
+        match self.backend.create(&key, options).await {
+            Ok(writer) => Ok(Ok(self.table.push(PendingWrite { writer })?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    async fn stage_block(
+        &mut self,
+        key: String,
+        block_id: String,
+        expected_size: Option<u64>,
+    ) -> Wit<Resource<PendingWrite>> {
+        match self
+            .backend
+            .stage_block(&key, &block_id, expected_size)
+            .await
+        {
+            Ok(writer) => Ok(Ok(self.table.push(PendingWrite { writer })?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    async fn commit_blocks(
+        &mut self,
+        key: String,
+        block_ids: Vec<String>,
+        options: WriteOptions,
+    ) -> Wit<BlobInfo> {
+        Ok(self.backend.commit_blocks(&key, block_ids, options).await)
+    }
+
+    async fn delete(&mut self, key: String) -> Wit<()> {
+        Ok(self.backend.delete(&key).await)
+    }
+
+    async fn list(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> Wit<ListPage> {
+        Ok(self.backend.list(&prefix, cursor, limit).await)
+    }
+
+    async fn presign(
+        &mut self,
+        key: String,
+        access: Access,
+        ttl_seconds: u32,
+    ) -> Wit<Option<String>> {
+        Ok(self.backend.presign(&key, access, ttl_seconds).await)
+    }
+}

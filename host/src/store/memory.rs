@@ -1,0 +1,277 @@
+//! The memory store: blobs in process memory, gone at exit. For tests, demos and
+//! short-lived CI caches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+
+use super::sink::SharedSink;
+use super::*;
+
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Ordered so that `list` pages through keys in order.
+    blobs: RwLock<BTreeMap<String, (Bytes, BlobInfo)>>,
+    blocks: Mutex<HashMap<(String, String), Bytes>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn publish(
+        &self,
+        key: &str,
+        content: Vec<u8>,
+        sha256: String,
+        options: &WriteOptions,
+    ) -> Result<BlobInfo> {
+        verify(options, content.len() as u64, &sha256)?;
+        let info = BlobInfo {
+            size: content.len() as u64,
+            etag: etag_for(&sha256),
+            last_modified: now_unix(),
+            content_type: options.content_type.clone(),
+            sha256: Some(sha256),
+            metadata: options.metadata.clone(),
+        };
+        let mut blobs = self.inner.blobs.write().unwrap();
+        let current = blobs.get(key);
+        if options.mode == WriteMode::CreateOnly && current.is_some() {
+            return Err(Error::AlreadyExists);
+        }
+        if let Some(expected) = &options.if_match {
+            if current.is_none_or(|(_, info)| info.etag != *expected) {
+                return Err(Error::PreconditionFailed);
+            }
+        }
+        blobs.insert(key.to_string(), (Bytes::from(content), info.clone()));
+        Ok(info)
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryStore {
+    fn status(&self) -> StoreStatus {
+        let blobs = self.inner.blobs.read().unwrap();
+        StoreStatus {
+            kind: "memory".into(),
+            location: "process memory".into(),
+            blob_count: Some(blobs.len() as u64),
+            total_bytes: Some(blobs.values().map(|(_, info)| info.size).sum()),
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<BlobInfo> {
+        check_key(key)?;
+        let blobs = self.inner.blobs.read().unwrap();
+        blobs
+            .get(key)
+            .map(|(_, info)| info.clone())
+            .ok_or(Error::NotFound)
+    }
+
+    async fn open(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<(BlobInfo, DynInputStream)> {
+        check_key(key)?;
+        let (data, info) = self
+            .inner
+            .blobs
+            .read()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .ok_or(Error::NotFound)?;
+        let (start, end) = resolve_range(range, info.size)?;
+        let slice = data.slice(start as usize..end as usize);
+        Ok((info, Box::new(BytesInputStream::new(slice))))
+    }
+
+    async fn create(&self, key: &str, options: WriteOptions) -> Result<Box<dyn BlobWriter>> {
+        check_key(key)?;
+        Ok(Box::new(MemoryWriter::new(
+            self.clone(),
+            Target::Blob(key.to_string()),
+            options,
+        )))
+    }
+
+    async fn stage_block(
+        &self,
+        key: &str,
+        block_id: &str,
+        expected_size: Option<u64>,
+    ) -> Result<Box<dyn BlobWriter>> {
+        check_key(key)?;
+        check_block_id(block_id)?;
+        let options = WriteOptions {
+            mode: WriteMode::Overwrite,
+            content_type: None,
+            metadata: Vec::new(),
+            expected_size,
+            expected_sha256: None,
+            max_size: None,
+            if_match: None,
+        };
+        let target = Target::Block(key.to_string(), block_id.to_string());
+        Ok(Box::new(MemoryWriter::new(self.clone(), target, options)))
+    }
+
+    async fn commit_blocks(
+        &self,
+        key: &str,
+        block_ids: Vec<String>,
+        options: WriteOptions,
+    ) -> Result<BlobInfo> {
+        check_key(key)?;
+        let mut sink = Sink::new(Vec::new(), options.max_size);
+        {
+            let blocks = self.inner.blocks.lock().unwrap();
+            for id in &block_ids {
+                let block = blocks
+                    .get(&(key.to_string(), id.clone()))
+                    .ok_or_else(|| Error::Invalid(format!("block {id:?} is not staged")))?;
+                sink.write(block)?;
+            }
+        }
+        let written = sink.finish()?;
+        let info = self.publish(key, written.writer, written.sha256, &options)?;
+        self.inner
+            .blocks
+            .lock()
+            .unwrap()
+            .retain(|(k, _), _| k != key);
+        Ok(info)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        self.inner
+            .blobs
+            .write()
+            .unwrap()
+            .remove(key)
+            .map(|_| ())
+            .ok_or(Error::NotFound)
+    }
+
+    async fn list(&self, prefix: &str, cursor: Option<String>, limit: u32) -> Result<ListPage> {
+        let limit = limit.clamp(1, 10_000) as usize;
+        let blobs = self.inner.blobs.read().unwrap();
+        let start = cursor.unwrap_or_default();
+        let mut entries = Vec::new();
+        for (key, (_, info)) in blobs.range(start.clone()..) {
+            if key == &start {
+                continue;
+            }
+            if !key.starts_with(prefix) {
+                if key.as_str() > prefix && !entries.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            entries.push(ListEntry {
+                key: key.clone(),
+                size: info.size,
+                last_modified: info.last_modified,
+            });
+            if entries.len() == limit {
+                let next = Some(key.clone());
+                return Ok(ListPage {
+                    entries,
+                    next_cursor: next,
+                });
+            }
+        }
+        Ok(ListPage {
+            entries,
+            next_cursor: None,
+        })
+    }
+
+    async fn presign(&self, _key: &str, _access: Access, _ttl: u32) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+enum Target {
+    Blob(String),
+    Block(String, String),
+}
+
+struct MemoryWriter {
+    store: MemoryStore,
+    target: Target,
+    options: WriteOptions,
+    sink: SharedSink<Vec<u8>>,
+    body_taken: bool,
+}
+
+impl MemoryWriter {
+    fn new(store: MemoryStore, target: Target, options: WriteOptions) -> Self {
+        let sink = Arc::new(Mutex::new(Some(Sink::new(Vec::new(), options.max_size))));
+        MemoryWriter {
+            store,
+            target,
+            options,
+            sink,
+            body_taken: false,
+        }
+    }
+}
+
+#[async_trait]
+impl BlobWriter for MemoryWriter {
+    fn body(&mut self) -> Result<DynOutputStream> {
+        if std::mem::replace(&mut self.body_taken, true) {
+            return Err(Error::Invalid("the writer's body was already taken".into()));
+        }
+        Ok(Box::new(SinkStream::new(self.sink.clone())))
+    }
+
+    async fn finish(self: Box<Self>) -> Result<BlobInfo> {
+        let sink = self
+            .sink
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or(Error::Invalid("writer already finished".into()))?;
+        let written = sink.finish()?;
+        match self.target {
+            Target::Blob(key) => {
+                self.store
+                    .publish(&key, written.writer, written.sha256, &self.options)
+            }
+            Target::Block(key, id) => {
+                verify(&self.options, written.size, &written.sha256)?;
+                let info = BlobInfo {
+                    size: written.size,
+                    etag: etag_for(&written.sha256),
+                    last_modified: now_unix(),
+                    content_type: None,
+                    sha256: Some(written.sha256),
+                    metadata: Vec::new(),
+                };
+                self.store
+                    .inner
+                    .blocks
+                    .lock()
+                    .unwrap()
+                    .insert((key, id), Bytes::from(written.writer));
+                Ok(info)
+            }
+        }
+    }
+}

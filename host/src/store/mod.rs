@@ -1,0 +1,195 @@
+//! Native store backends behind `blobcache:store`.
+//!
+//! [`Backend`] is the native face of the WIT interface: [`dir`] (the default) keeps
+//! blobs in a local directory, [`memory`] in process memory. [`host_impl`] binds a
+//! backend to the component. Shared pieces live here once: key rules, the verifying
+//! sink every writer streams into, and the readers.
+
+pub mod dir;
+mod host_impl;
+pub mod memory;
+mod sink;
+mod streams;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+
+pub use crate::bindings::types::{
+    Access, BlobInfo, ByteRange, Error, ListEntry, ListPage, StoreStatus, WriteMode, WriteOptions,
+};
+pub use sink::{Sink, SinkStream, Written};
+pub use streams::BytesInputStream;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A blob store as the native host sees it. Each method is one WIT function.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    fn status(&self) -> StoreStatus;
+    async fn head(&self, key: &str) -> Result<BlobInfo>;
+    async fn open(&self, key: &str, range: Option<ByteRange>)
+        -> Result<(BlobInfo, DynInputStream)>;
+    async fn create(&self, key: &str, options: WriteOptions) -> Result<Box<dyn BlobWriter>>;
+    async fn stage_block(
+        &self,
+        key: &str,
+        block_id: &str,
+        expected_size: Option<u64>,
+    ) -> Result<Box<dyn BlobWriter>>;
+    async fn commit_blocks(
+        &self,
+        key: &str,
+        block_ids: Vec<String>,
+        options: WriteOptions,
+    ) -> Result<BlobInfo>;
+    async fn delete(&self, key: &str) -> Result<()>;
+    async fn list(&self, prefix: &str, cursor: Option<String>, limit: u32) -> Result<ListPage>;
+    async fn presign(&self, key: &str, access: Access, ttl_seconds: u32) -> Result<Option<String>>;
+}
+
+/// An upload in progress. Dropping it without `finish` discards everything.
+#[async_trait]
+pub trait BlobWriter: Send + Sync {
+    /// The stream the content is written to; asked for once.
+    fn body(&mut self) -> Result<DynOutputStream>;
+    /// Verifies what was written against the options and publishes it atomically.
+    async fn finish(self: Box<Self>) -> Result<BlobInfo>;
+}
+
+/// The `writer` resource held in the component's resource table.
+pub struct PendingWrite {
+    pub(crate) writer: Box<dyn BlobWriter>,
+}
+
+pub type SharedBackend = Arc<dyn Backend>;
+
+/// Longest key, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Longest block id, in bytes.
+pub const MAX_BLOCK_ID_LEN: usize = 64;
+
+/// Keys are `/`-separated segments of `[A-Za-z0-9._~:+=@-]`, none empty, `.` or `..`.
+/// The component checks the same rules; stores check again so no caller can
+/// address anything outside the store.
+pub fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(Error::Invalid(format!(
+            "key must be 1 to {MAX_KEY_LEN} bytes"
+        )));
+    }
+    for segment in key.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(Error::Invalid(format!(
+                "key {key:?} has an empty, . or .. segment"
+            )));
+        }
+        if !segment.chars().all(is_key_char) {
+            return Err(Error::Invalid(format!(
+                "key {key:?} has a character outside [A-Za-z0-9._~:+=@-]"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | ':' | '+' | '=' | '@' | '-')
+}
+
+/// Block ids: 1 to 64 bytes of printable ASCII (Azure's ids are base64).
+pub fn check_block_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_BLOCK_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::Invalid(format!(
+            "block id must be 1 to {MAX_BLOCK_ID_LEN} bytes of printable ASCII"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a finished upload against its options (size, digest).
+pub fn verify(options: &WriteOptions, size: u64, sha256: &str) -> Result<()> {
+    if let Some(expected) = options.expected_size {
+        if expected != size {
+            return Err(Error::Invalid(format!(
+                "size mismatch: expected {expected} bytes, received {size}"
+            )));
+        }
+    }
+    if let Some(expected) = &options.expected_sha256 {
+        if !expected.eq_ignore_ascii_case(sha256) {
+            return Err(Error::Invalid(format!(
+                "sha256 mismatch: expected {expected}, content hashes to {sha256}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The quoted etag for content with this digest.
+pub fn etag_for(sha256: &str) -> String {
+    format!("\"{sha256}\"")
+}
+
+/// The part of a blob of `size` bytes that `range` selects, as `(start, end)`.
+pub fn resolve_range(range: Option<ByteRange>, size: u64) -> Result<(u64, u64)> {
+    let Some(range) = range else {
+        return Ok((0, size));
+    };
+    if range.offset > size {
+        return Err(Error::Invalid(format!(
+            "range starts at {} but the blob has {size} bytes",
+            range.offset
+        )));
+    }
+    let end = match range.length {
+        Some(length) => range.offset.saturating_add(length).min(size),
+        None => size,
+    };
+    Ok((range.offset, end))
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl From<std::io::Error> for Error {
+    fn from(error: std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound,
+            std::io::ErrorKind::StorageFull => Error::TooLarge("the store's disk is full".into()),
+            _ => Error::Other(error.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert!(check_key("bazel/ac/00ff").is_ok());
+        assert!(check_key("ccache/ab/cd-ef_1.2").is_ok());
+        for bad in [
+            "", "a//b", "/a", "a/", "a/../b", "./a", "a b", "a\\b", "a%2fb", "é",
+        ] {
+            assert!(check_key(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_key(&"a".repeat(MAX_KEY_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn ranges() {
+        let r = |offset, length| Some(ByteRange { offset, length });
+        assert_eq!(resolve_range(None, 10).unwrap(), (0, 10));
+        assert_eq!(resolve_range(r(2, Some(3)), 10).unwrap(), (2, 5));
+        assert_eq!(resolve_range(r(8, Some(30)), 10).unwrap(), (8, 10));
+        assert_eq!(resolve_range(r(10, None), 10).unwrap(), (10, 10));
+        assert!(resolve_range(r(11, None), 10).is_err());
+    }
+}
