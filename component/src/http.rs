@@ -27,11 +27,13 @@ pub fn respond_json(out: ResponseOutparam, status: u16, json: &serde_json::Value
 
 /// Answers 405 naming the methods the path supports.
 pub fn method_not_allowed(out: ResponseOutparam, allow: &str) {
+    let text = format!("method not allowed; allowed: {allow}\n");
+    let length = text.len().to_string();
     let headers = fields(&[
         ("allow", allow),
         ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", &length),
     ]);
-    let text = format!("method not allowed; allowed: {allow}\n");
     send(out, 405, headers, Some(text.as_bytes()));
 }
 
@@ -54,12 +56,19 @@ fn send(out: ResponseOutparam, status: u16, headers: Fields, body: Option<&[u8]>
         return;
     };
     let outgoing = response.body().expect("response body is taken once");
-    ResponseOutparam::set(out, Ok(response));
     let stream = outgoing.write().expect("body stream is taken once");
-    // Short bodies only: the blocking write takes at most 4096 bytes per call.
-    for chunk in bytes.chunks(4096) {
-        if stream.blocking_write_and_flush(chunk).is_err() {
-            return; // client gone; dropping the body without finish aborts it
+    // Queue the (short) body before handing over the head, so that the host
+    // sends head and body in one write.
+    let queued = match stream.check_write() {
+        Ok(permit) if permit as usize >= bytes.len() => stream.write(bytes).is_ok(),
+        _ => false,
+    };
+    ResponseOutparam::set(out, Ok(response));
+    if !queued {
+        for chunk in bytes.chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                return; // client gone; dropping the body without finish aborts it
+            }
         }
     }
     drop(stream);
@@ -114,9 +123,16 @@ pub fn respond_blob(
         return;
     };
     let body = response.body().expect("response body is taken once");
-    ResponseOutparam::set(out, Ok(response));
     let sink = body.write().expect("body stream is taken once");
-    let copied = splice_all(&source, &sink);
+    // The host buffers one chunk: queue it before handing over the head, so a
+    // small blob leaves in the same write as its headers.
+    let first = sink.splice(&source, SPLICE_CHUNK);
+    ResponseOutparam::set(out, Ok(response));
+    let copied = match first {
+        Ok(_) => splice_all(&source, &sink),
+        Err(StreamError::Closed) => Ok(0),
+        Err(StreamError::LastOperationFailed(error)) => Err(error),
+    };
     drop(sink);
     drop(source);
     if copied.is_ok() {
@@ -127,10 +143,12 @@ pub fn respond_blob(
 /// How receiving a request body into the store went wrong.
 #[derive(Debug)]
 pub enum ReceiveError {
-    /// The client's body failed: disconnect, truncation, bad framing. Answer 400.
+    /// The client's body failed: disconnect, truncation, bad framing. Answer 400
+    /// and drop the writer, which publishes nothing.
     Client(String),
-    /// The store's stream failed: disk full, backend error. Answer 5xx.
-    Store(String),
+    /// The store's stream failed (too large, disk full, backend error). The
+    /// writer's `finish` returns the reason and publishes nothing.
+    Store,
 }
 
 /// Streams the request body into `writer` (without publishing it).
@@ -141,15 +159,15 @@ pub fn receive_body(request: &IncomingRequest, writer: &Writer) -> Result<u64, R
     let source = body
         .stream()
         .map_err(|()| ReceiveError::Client("request body unavailable".into()))?;
-    let sink = writer
-        .body()
-        .map_err(|e| ReceiveError::Store(crate::store_error::status_of(&e).1))?;
+    let sink = writer.body().map_err(|_| ReceiveError::Store)?;
     let result = splice_all(&source, &sink).map_err(|error| {
-        // wasi:http marks errors that came from the HTTP side with an error code.
-        if wasip2::http::types::http_error_code(&error).is_some() {
-            ReceiveError::Client(format!("request body failed: {}", error.to_debug_string()))
-        } else {
-            ReceiveError::Store(error.to_debug_string())
+        // Only the store's own stream can say it failed; anything else is the
+        // client's body, whatever error it carries.
+        match sink.check_write() {
+            Err(StreamError::LastOperationFailed(_)) => ReceiveError::Store,
+            Ok(_) | Err(StreamError::Closed) => {
+                ReceiveError::Client(format!("request body failed: {}", error.to_debug_string()))
+            }
         }
     });
     drop(sink);

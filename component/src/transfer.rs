@@ -74,8 +74,13 @@ pub fn receive_blob(
     match http::receive_body(request, &writer) {
         Ok(_) => {}
         Err(ReceiveError::Client(reason)) => return http::respond_text(out, 400, &reason),
-        Err(ReceiveError::Store(reason)) => {
-            return http::respond_text(out, 500, &format!("store write failed: {reason}"))
+        // The writer recorded why its stream failed; `finish` reports it and
+        // publishes nothing.
+        Err(ReceiveError::Store) => {
+            return match Writer::finish(writer) {
+                Err(e) => respond_error(out, &e),
+                Ok(_) => http::respond_text(out, 500, "store stream failed"),
+            }
         }
     }
     match Writer::finish(writer) {

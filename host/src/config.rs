@@ -58,7 +58,11 @@ pub struct ServeArgs {
     pub guest_memory_mib: usize,
 
     /// Seconds a request's component may run without moving any data before it is stopped.
-    #[arg(long, env = "BLOBCACHE_GUEST_TIMEOUT", default_value_t = 30)]
+    #[arg(
+        long = "guest-timeout",
+        env = "BLOBCACHE_GUEST_TIMEOUT",
+        default_value_t = 30
+    )]
     pub guest_timeout_secs: u64,
 
     /// Requests served at once; more wait for a free slot.

@@ -247,6 +247,11 @@ pub fn text_response(status: u16, text: &str) -> hyper::Response<HyperOutgoingBo
         .expect("static response parts are valid")
 }
 
+/// Bytes of each pooled memory and table kept mapped between requests: enough
+/// for what one request of the cache component touches.
+const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
+const KEEP_RESIDENT_TABLE: usize = 64 << 10;
+
 fn new_engine(config: &RuntimeConfig) -> anyhow::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     let instances = config.max_concurrent.max(1);
@@ -256,6 +261,11 @@ fn new_engine(config: &RuntimeConfig) -> anyhow::Result<Engine> {
     pool.total_memories(instances * 4);
     pool.total_tables(instances * 8);
     pool.max_memory_size(config.guest_memory);
+    // Reset the pages a request touches with memset instead of returning them to
+    // the kernel: otherwise each request faults them back in, and the TLB
+    // shootdowns that follow cost more than the request itself.
+    pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY);
+    pool.table_keep_resident(KEEP_RESIDENT_TABLE);
     let mut wasm = Config::new();
     wasm.epoch_interruption(true);
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

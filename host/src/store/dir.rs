@@ -149,10 +149,10 @@ impl DirStore {
     }
 
     /// Opens a blob and reads its trailer; a file without a valid trailer is a miss.
-    fn open_blob(&self, key: &str) -> Result<(File, Trailer)> {
+    fn open_blob(&self, key: &str) -> Result<(File, Opened)> {
         let file = File::open(self.blob_path(key))?;
-        match read_trailer(&file)? {
-            Some(trailer) if trailer.key == key => Ok((file, trailer)),
+        match read_tail(&file)? {
+            Some(opened) if opened.trailer.key == key => Ok((file, opened)),
             _ => Err(Error::NotFound),
         }
     }
@@ -201,7 +201,7 @@ impl DirStore {
         let path = self.blob_path(key);
         if let Some(expected) = &options.if_match {
             match self.open_blob(key) {
-                Ok((_, current)) if etag_for(&current.sha256) == *expected => {}
+                Ok((_, current)) if etag_for(&current.trailer.sha256) == *expected => {}
                 _ => return Err(Error::PreconditionFailed),
             }
         }
@@ -319,28 +319,60 @@ fn read_names(dir: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Reads a blob file's trailer; none if the file is not a complete blob.
+/// Bytes read from the end of a blob file at once: the trailer, and all of a small blob.
+const TAIL_READ: u64 = 16 << 10;
+
+/// A blob file's trailer, and its content when the file was small enough to come
+/// along in the same read (most cache entries are).
+struct Opened {
+    trailer: Trailer,
+    small_content: Option<bytes::Bytes>,
+}
+
+/// Reads a blob file's trailer (one positioned read for most files); none if the
+/// file is not a complete blob.
 fn read_trailer(file: &File) -> io::Result<Option<Trailer>> {
+    Ok(read_tail(file)?.map(|opened| opened.trailer))
+}
+
+fn read_tail(file: &File) -> io::Result<Option<Opened>> {
     let length = file.metadata()?.len();
     if length < 12 {
         return Ok(None);
     }
-    let mut tail = [0u8; 12];
-    file.read_exact_at(&mut tail, length - 12)?;
-    if &tail[4..] != MAGIC {
+    let tail_len = length.min(TAIL_READ);
+    let mut tail = vec![0u8; tail_len as usize];
+    file.read_exact_at(&mut tail, length - tail_len)?;
+    let end = tail.len();
+    if &tail[end - 8..] != MAGIC {
         return Ok(None);
     }
-    let json_len = u32::from_le_bytes(tail[..4].try_into().unwrap());
+    let json_len = u32::from_le_bytes(tail[end - 12..end - 8].try_into().unwrap());
     if json_len > MAX_TRAILER || u64::from(json_len) + 12 > length {
         return Ok(None);
     }
-    let mut json = vec![0u8; json_len as usize];
-    file.read_exact_at(&mut json, length - 12 - u64::from(json_len))?;
+    let json_start = length - 12 - u64::from(json_len);
+    let json = if u64::from(json_len) + 12 <= tail_len {
+        tail[end - 12 - json_len as usize..end - 12].to_vec()
+    } else {
+        let mut json = vec![0u8; json_len as usize];
+        file.read_exact_at(&mut json, json_start)?;
+        json
+    };
     let Ok(trailer) = serde_json::from_slice::<Trailer>(&json) else {
         return Ok(None);
     };
-    let consistent = trailer.size + u64::from(json_len) + 12 == length;
-    Ok(consistent.then_some(trailer))
+    if trailer.size != json_start {
+        return Ok(None);
+    }
+    let small_content = (length == tail_len).then(|| {
+        tail.truncate(json_start as usize);
+        bytes::Bytes::from(tail)
+    });
+    Ok(Some(Opened {
+        trailer,
+        small_content,
+    }))
 }
 
 #[async_trait]
@@ -356,7 +388,7 @@ impl Backend for DirStore {
 
     async fn head(&self, key: &str) -> Result<BlobInfo> {
         check_key(key)?;
-        Ok(self.open_blob(key)?.1.info())
+        Ok(self.open_blob(key)?.1.trailer.info())
     }
 
     async fn open(
@@ -365,12 +397,16 @@ impl Backend for DirStore {
         range: Option<ByteRange>,
     ) -> Result<(BlobInfo, DynInputStream)> {
         check_key(key)?;
-        let (file, trailer) = self.open_blob(key)?;
-        let (start, end) = resolve_range(range, trailer.size)?;
-        Ok((
-            trailer.info(),
-            Box::new(FileInputStream::new(file, start, end)),
-        ))
+        let (file, opened) = self.open_blob(key)?;
+        let info = opened.trailer.info();
+        let (start, end) = resolve_range(range, info.size)?;
+        let stream: DynInputStream = match opened.small_content {
+            Some(content) => Box::new(BytesInputStream::new(
+                content.slice(start as usize..end as usize),
+            )),
+            None => Box::new(FileInputStream::new(file, start, end)),
+        };
+        Ok((info, stream))
     }
 
     async fn create(&self, key: &str, options: WriteOptions) -> Result<Box<dyn BlobWriter>> {

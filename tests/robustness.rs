@@ -1,0 +1,228 @@
+//! Failures must leave nothing behind and must not stop the server: clients that
+//! hang up mid-upload, many writers and readers racing on one key, and guests that
+//! trap, spin or ask for too much memory.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{eventually, sha256_hex, Body, Connection, Server};
+
+#[test]
+fn client_disconnect_mid_upload_stores_nothing() {
+    for store in [None, Some("memory")] {
+        let server = match store {
+            None => Server::start(),
+            Some(kind) => Server::start_with(&["--store", kind]),
+        };
+        let content = vec![42u8; 1 << 20];
+        let hash = sha256_hex(&content);
+        for path in [format!("/cas/{hash}"), "/ccache/ab/cdef".to_string()] {
+            let mut connection = Connection::open(&server.addr);
+            connection.write_raw(
+                format!(
+                    "PUT {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+                    content.len()
+                )
+                .as_bytes(),
+            );
+            connection.write_raw(&content[..content.len() / 2]);
+            std::thread::sleep(Duration::from_millis(100));
+            connection.shutdown();
+            // The upload is discarded once the server notices the hang-up.
+            assert!(
+                eventually(Duration::from_secs(10), || server
+                    .stored_files()
+                    .iter()
+                    .all(|f| !f.starts_with(server.store_dir.join("tmp")))),
+                "temp file left behind: {:?}",
+                server.stored_files()
+            );
+            assert_eq!(
+                server.get(&path).status,
+                404,
+                "{store:?} {path}: partial upload visible"
+            );
+        }
+        assert!(server
+            .stored_files()
+            .iter()
+            .all(|f| !f.starts_with(server.store_dir.join("blobs"))));
+        assert_eq!(server.get("/healthz").status, 200);
+    }
+}
+
+#[test]
+fn truncated_chunked_upload_stores_nothing() {
+    let server = Server::start();
+    let mut connection = Connection::open(&server.addr);
+    connection
+        .write_raw(b"PUT /ccache/chunky HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n");
+    connection.write_raw(b"400\r\n");
+    connection.write_raw(&[1u8; 512]);
+    connection.shutdown();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.get("/ccache/chunky").status, 404);
+}
+
+/// 32 threads write two versions of one key while 32 read it; every read must be
+/// one whole version, never a mix or a truncation. Other keys go on alongside.
+#[test]
+fn concurrent_writers_and_readers_see_whole_entries() {
+    for store in [None, Some("memory")] {
+        let server = Arc::new(match store {
+            None => Server::start(),
+            Some(kind) => Server::start_with(&["--store", kind]),
+        });
+        let versions: Arc<Vec<Vec<u8>>> = Arc::new(
+            (0..2u8)
+                .map(|v| {
+                    (0..256 * 1024)
+                        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(v * 101))
+                        .collect()
+                })
+                .collect(),
+        );
+        assert_eq!(server.put("/ccache/shared", &versions[0]).status, 200);
+        let mut threads = Vec::new();
+        for t in 0..32usize {
+            let server = server.clone();
+            let versions = versions.clone();
+            threads.push(std::thread::spawn(move || {
+                for round in 0..8usize {
+                    let version = &versions[(t + round) % 2];
+                    assert_eq!(server.put("/ccache/shared", version).status, 200);
+                    let own = format!("/ccache/own/{t}-{round}");
+                    let body = format!("{t}:{round}").repeat(1000);
+                    assert_eq!(server.put(&own, body.as_bytes()).status, 200);
+                    assert_eq!(server.get(&own).body, body.as_bytes());
+                }
+            }));
+        }
+        for _ in 0..32 {
+            let server = server.clone();
+            let versions = versions.clone();
+            threads.push(std::thread::spawn(move || {
+                for _ in 0..8 {
+                    let response = server.get("/ccache/shared");
+                    assert_eq!(response.status, 200);
+                    assert!(
+                        versions.contains(&response.body),
+                        "a reader saw a mixed or partial entry of {} bytes",
+                        response.body.len()
+                    );
+                }
+            }));
+        }
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert!(server
+            .stored_files()
+            .iter()
+            .all(|f| !f.starts_with(server.store_dir.join("tmp"))));
+    }
+}
+
+/// A component whose handler runs `body` (core wasm) instead of the cache logic.
+fn misbehaving_component(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    let wat = format!(
+        r#"(component
+  (import "wasi:http/types@0.2.12" (instance $types
+    (export "incoming-request" (type (sub resource)))
+    (export "response-outparam" (type (sub resource)))))
+  (alias export $types "incoming-request" (type $request))
+  (alias export $types "response-outparam" (type $outparam))
+  (core module $guest
+    (memory (export "memory") 1)
+    (func (export "handle") (param i32 i32) {body}))
+  (core instance $instance (instantiate $guest))
+  (func $handle (param "request" (own $request)) (param "response-out" (own $outparam))
+    (canon lift (core func $instance "handle")))
+  (instance $handler (export "handle" (func $handle)))
+  (export "wasi:http/incoming-handler@0.2.12" (instance $handler)))"#
+    );
+    let path = dir.join(format!("{name}.wat"));
+    std::fs::write(&path, wat).unwrap();
+    path
+}
+
+#[test]
+fn guest_failures_answer_500_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("trap", "unreachable", vec![], "unreachable"),
+        (
+            "spin",
+            "(loop $forever (br $forever))",
+            vec!["--guest-timeout", "1"],
+            "guest time limit",
+        ),
+        (
+            // Growing past the memory limit fails (-1), and the guest then traps.
+            "grow",
+            "(if (i32.eq (memory.grow (i32.const 2048)) (i32.const -1)) (then unreachable)) (loop $l (br $l))",
+            vec!["--guest-memory-mib", "64", "--guest-timeout", "2"],
+            "unreachable",
+        ),
+    ];
+    for (name, body, args, logged) in cases {
+        let component = misbehaving_component(dir.path(), name, body);
+        let mut full_args = vec!["--component", component.to_str().unwrap()];
+        full_args.extend(args);
+        let mut server = Server::start_with(&full_args);
+        for _ in 0..3 {
+            let response = server.get("/healthz");
+            assert_eq!(response.status, 500, "{name}: {}", response.text());
+            assert!(response.text().contains("internal error"));
+        }
+        assert!(server.is_running(), "{name}: the server died");
+        assert!(
+            server.log_text().contains(logged),
+            "{name}: log lacks {logged:?}:\n{}",
+            server.log_text()
+        );
+    }
+}
+
+#[test]
+fn a_long_transfer_is_not_cut_by_the_guest_time_limit() {
+    // The time limit stops guests that spin, not transfers that move data slowly.
+    let server = Server::start_with(&["--guest-timeout", "1"]);
+    let length = 8u64 << 20;
+    let mut connection = Connection::open(&server.addr);
+    let mut source = SlowReader {
+        inner: support::Noise::new(5),
+        chunks: 0,
+    };
+    let digest = support::noise_digest(5, length);
+    connection.send(
+        "PUT",
+        &format!("/cas/{digest}"),
+        &[],
+        Body::Stream {
+            length,
+            source: &mut source,
+        },
+    );
+    let response = connection.receive(false).collect();
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+/// Sends 64 KiB, then pauses, for about three seconds in all.
+struct SlowReader {
+    inner: support::Noise,
+    chunks: u32,
+}
+
+impl std::io::Read for SlowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.chunks += 1;
+        if self.chunks.is_multiple_of(4) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let n = buf.len().min(64 * 1024);
+        self.inner.read(&mut buf[..n])
+    }
+}

@@ -1,0 +1,355 @@
+//! Shared by the integration tests: start the real `blobcache` binary on a free
+//! port, and speak HTTP/1.1 to it over plain sockets (so tests can send raw paths,
+//! stream huge bodies and hang up mid-upload).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// A running `blobcache serve`, stopped on drop.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+    /// The store directory when the store is `dir` (the default for tests).
+    pub store_dir: PathBuf,
+}
+
+impl Server {
+    /// A server with a fresh directory store.
+    pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// A server with extra `serve` arguments; a fresh directory store unless
+    /// `args` names another `--store`.
+    pub fn start_with(args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        let log = dir.path().join("server.log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_blobcache"));
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        if !args.contains(&"--store") {
+            command
+                .arg("--store")
+                .arg(format!("dir:{}", store_dir.display()));
+        }
+        if !args.contains(&"--compile-cache") {
+            command.arg("--compile-cache").arg(compile_cache());
+        }
+        command
+            .args(args)
+            .env("BLOBCACHE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = command.spawn().expect("starting blobcache");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let Some(addr) = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+        else {
+            let _ = child.kill();
+            panic!(
+                "blobcache did not start: {line:?}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Server {
+            addr: addr.to_string(),
+            child,
+            log,
+            _dir: dir,
+            store_dir,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], Body::Empty)
+    }
+
+    pub fn head(&self, path: &str) -> Response {
+        self.request("HEAD", path, &[], Body::Empty)
+    }
+
+    pub fn put(&self, path: &str, body: &[u8]) -> Response {
+        self.request("PUT", path, &[], Body::Bytes(body))
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        self.request("DELETE", path, &[], Body::Empty)
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Response {
+        let mut connection = Connection::open(&self.addr);
+        connection.send(method, path, headers, body);
+        connection.receive(method == "HEAD").collect()
+    }
+
+    /// Peak resident memory of the server process, in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Every file under the store's `blobs/`, `tmp/` and `blocks/` folders.
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        walk(&self.store_dir, &mut files);
+        files
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, files);
+        } else {
+            files.push(path);
+        }
+    }
+}
+
+/// Compiled code shared by every test server, so each start does not recompile.
+pub fn compile_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compiled")
+}
+
+pub enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// `length` bytes from a generator, streamed with a content-length.
+    Stream {
+        length: u64,
+        source: &'a mut dyn Read,
+    },
+}
+
+/// One client connection.
+pub struct Connection {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    pub fn open(addr: &str) -> Connection {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Connection { stream, reader }
+    }
+
+    pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Body) {
+        let length = match &body {
+            Body::Empty => None,
+            Body::Bytes(bytes) => Some(bytes.len() as u64),
+            Body::Stream { length, .. } => Some(*length),
+        };
+        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: blobcache\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(length) = length.filter(|_| {
+            !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        }) {
+            head.push_str(&format!("content-length: {length}\r\n"));
+        }
+        head.push_str("\r\n");
+        self.stream.write_all(head.as_bytes()).unwrap();
+        match body {
+            Body::Empty => {}
+            Body::Bytes(bytes) => self.stream.write_all(bytes).unwrap(),
+            Body::Stream { length, source } => {
+                let copied = std::io::copy(&mut source.take(length), &mut self.stream).unwrap();
+                assert_eq!(copied, length);
+            }
+        }
+    }
+
+    /// Sends part of a body and hangs up.
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    pub fn shutdown(self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Reads a response head; the body is left to read through [`Incoming`].
+    pub fn receive(&mut self, head_only: bool) -> Incoming<'_> {
+        let mut status_line = String::new();
+        self.reader.read_line(&mut status_line).unwrap();
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"))
+            .parse()
+            .unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap();
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+        let length = if head_only {
+            0
+        } else {
+            headers
+                .iter()
+                .find(|(n, _)| n == "content-length")
+                .map(|(_, v)| v.parse().unwrap())
+                .expect("responses carry content-length")
+        };
+        Incoming {
+            status,
+            headers,
+            remaining: length,
+            reader: &mut self.reader,
+        }
+    }
+}
+
+/// A response whose body has not been read yet.
+pub struct Incoming<'a> {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub remaining: u64,
+    reader: &'a mut BufReader<TcpStream>,
+}
+
+impl Incoming<'_> {
+    pub fn collect(self) -> Response {
+        let mut body = vec![0; self.remaining as usize];
+        self.reader.read_exact(&mut body).unwrap();
+        Response {
+            status: self.status,
+            headers: self.headers,
+            body,
+        }
+    }
+
+    /// Reads the body in chunks: its length and sha256, without keeping it.
+    pub fn digest(mut self) -> (u64, String) {
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0; 1 << 20];
+        let mut total = 0;
+        while self.remaining > 0 {
+            let want = buffer.len().min(self.remaining as usize);
+            let n = self.reader.read(&mut buffer[..want]).unwrap();
+            assert!(n > 0, "body ended {} bytes early", self.remaining);
+            hasher.update(&buffer[..n]);
+            self.remaining -= n as u64;
+            total += n as u64;
+        }
+        (total, hex::encode(hasher.finalize()))
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), as a reader of unbounded length.
+pub struct Noise(u64);
+
+impl Noise {
+    pub fn new(seed: u64) -> Noise {
+        Noise(seed | 1)
+    }
+}
+
+impl Read for Noise {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
+        }
+        Ok(buf.len())
+    }
+}
+
+/// Length and sha256 of the first `length` bytes of `Noise::new(seed)`.
+pub fn noise_digest(seed: u64, length: u64) -> String {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut Noise::new(seed).take(length), &mut hasher).unwrap();
+    hex::encode(hasher.finalize())
+}
+
+/// Waits until `check` holds, for at most `timeout`.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check()
+}
