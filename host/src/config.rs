@@ -16,6 +16,8 @@ pub enum StoreSpec {
     Dir(PathBuf),
     /// Process memory; lost at exit.
     Memory,
+    /// Azure Blob Storage; credentials from the environment.
+    Azure,
 }
 
 impl FromStr for StoreSpec {
@@ -24,6 +26,7 @@ impl FromStr for StoreSpec {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
             _ if s == "memory" => Ok(StoreSpec::Memory),
+            _ if s == "azure" => Ok(StoreSpec::Azure),
             Some(("dir", path)) if !path.is_empty() => Ok(StoreSpec::Dir(PathBuf::from(path))),
             _ => Err(format!(
                 "unknown store {s:?}: expected `dir:PATH` or `memory`"
@@ -39,10 +42,24 @@ pub struct ServeArgs {
     #[arg(long, env = "BLOBCACHE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Store: `dir:PATH` or `memory`. Default: `dir:` under the user's cache directory
-    /// (`$XDG_CACHE_HOME/blobcache/store`, else `~/.cache/blobcache/store`).
+    /// Store: `dir:PATH`, `memory` or `azure`. Default: `dir:` under the user's cache
+    /// directory (`$XDG_CACHE_HOME/blobcache/store`, else `~/.cache/blobcache/store`).
+    /// `azure` reads AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and
+    /// AZURE_STORAGE_KEY (and optionally AZURE_STORAGE_BLOB_ENDPOINT).
     #[arg(long, env = "BLOBCACHE_STORE")]
     pub store: Option<StoreSpec>,
+
+    /// Azure container holding the blobs.
+    #[arg(long, env = "BLOBCACHE_AZURE_CONTAINER", default_value = "blobcache")]
+    pub azure_container: String,
+
+    /// Prefix of every blob name in the container (e.g. `team-a/`).
+    #[arg(long, env = "BLOBCACHE_AZURE_PREFIX", default_value = "")]
+    pub azure_prefix: String,
+
+    /// Create the Azure container at start if it does not exist.
+    #[arg(long, env = "BLOBCACHE_AZURE_CREATE_CONTAINER")]
+    pub azure_create_container: bool,
 
     /// Largest blob accepted, in bytes; 0 for no limit.
     #[arg(long, env = "BLOBCACHE_MAX_BLOB_SIZE", default_value_t = 0)]
@@ -130,6 +147,7 @@ mod tests {
         assert_eq!("memory".parse(), Ok(StoreSpec::Memory));
         assert_eq!("dir:/x/y".parse(), Ok(StoreSpec::Dir("/x/y".into())));
         assert!("dir:".parse::<StoreSpec>().is_err());
+        assert_eq!("azure".parse(), Ok(StoreSpec::Azure));
         assert!("s3:bucket".parse::<StoreSpec>().is_err());
     }
 }

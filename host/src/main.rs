@@ -37,8 +37,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let spec = args.store_spec();
-    let backend = blobcache::open_store(&spec, !args.no_fsync)?;
+    let backend = blobcache::open_store(&args).await?;
     let runtime = Runtime::new(backend.clone(), args.runtime_config())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -5,6 +5,7 @@
 //! backend to the component. Shared pieces live here once: key rules, the verifying
 //! sink every writer streams into, and the readers.
 
+pub mod azure;
 pub mod dir;
 mod host_impl;
 pub mod memory;
