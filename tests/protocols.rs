@@ -280,6 +280,16 @@ fn compiled_component_is_reused_across_restarts() {
 
     let second = Server::start_with(&["--compile-cache", cache_arg]);
     assert_eq!(second.get("/healthz").status, 200);
+    assert!(
+        second.log_text().contains("loaded the compiled component"),
+        "{}",
+        second.log_text()
+    );
+    assert!(
+        !second.log_text().contains("compiling the component"),
+        "{}",
+        second.log_text()
+    );
     let after = std::fs::metadata(&compiled[0]).unwrap().modified().unwrap();
     assert_eq!(
         written, after,

@@ -9,61 +9,134 @@ use std::time::Duration;
 
 use support::{eventually, sha256_hex, Body, Connection, Server};
 
+fn start(store: Option<&str>) -> Server {
+    match store {
+        None => Server::start(),
+        Some(kind) => Server::start_with(&["--store", kind]),
+    }
+}
+
 #[test]
 fn client_disconnect_mid_upload_stores_nothing() {
     for store in [None, Some("memory")] {
-        let server = match store {
-            None => Server::start(),
-            Some(kind) => Server::start_with(&["--store", kind]),
-        };
+        let server = start(store);
         let content = vec![42u8; 1 << 20];
         let hash = sha256_hex(&content);
-        for path in [format!("/cas/{hash}"), "/ccache/ab/cdef".to_string()] {
+        let half = &content[..content.len() / 2];
+        let chunk = |bytes: &[u8]| {
+            let mut c = format!("{:x}\r\n", bytes.len()).into_bytes();
+            c.extend_from_slice(bytes);
+            c.extend_from_slice(b"\r\n");
+            c
+        };
+        // With a content-length the size check alone would catch it; chunked
+        // uploads have no declared size, so only the abort path protects them.
+        let uploads = [
+            (
+                format!("/cas/{hash}"),
+                format!("content-length: {}", content.len()),
+                half.to_vec(),
+            ),
+            (
+                "/ccache/ab/cdef".to_string(),
+                format!("content-length: {}", content.len()),
+                half.to_vec(),
+            ),
+            (
+                "/ccache/ab/chunked".to_string(),
+                "transfer-encoding: chunked".to_string(),
+                chunk(half),
+            ),
+        ];
+        for (path, framing, partial) in uploads {
             let mut connection = Connection::open(&server.addr);
             connection.write_raw(
-                format!(
-                    "PUT {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
-                    content.len()
-                )
-                .as_bytes(),
+                format!("PUT {path} HTTP/1.1\r\nhost: x\r\n{framing}\r\n\r\n").as_bytes(),
             );
-            connection.write_raw(&content[..content.len() / 2]);
+            connection.write_raw(&partial);
             std::thread::sleep(Duration::from_millis(100));
             connection.shutdown();
-            // The upload is discarded once the server notices the hang-up.
             assert!(
-                eventually(Duration::from_secs(10), || server
-                    .stored_files()
-                    .iter()
-                    .all(|f| !f.starts_with(server.store_dir.join("tmp")))),
+                eventually(Duration::from_secs(10), || server.temp_files().is_empty()),
                 "temp file left behind: {:?}",
-                server.stored_files()
+                server.temp_files()
             );
+            std::thread::sleep(Duration::from_millis(200));
             assert_eq!(
                 server.get(&path).status,
                 404,
                 "{store:?} {path}: partial upload visible"
             );
         }
-        assert!(server
-            .stored_files()
-            .iter()
-            .all(|f| !f.starts_with(server.store_dir.join("blobs"))));
+        assert_eq!(server.blob_count(), 0, "{store:?}: something was stored");
         assert_eq!(server.get("/healthz").status, 200);
     }
 }
 
 #[test]
 fn truncated_chunked_upload_stores_nothing() {
+    for store in [None, Some("memory")] {
+        let server = start(store);
+        let mut connection = Connection::open(&server.addr);
+        connection.write_raw(
+            b"PUT /ccache/chunky HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+        );
+        connection.write_raw(b"400\r\n");
+        connection.write_raw(&[1u8; 512]);
+        connection.shutdown();
+        assert!(eventually(Duration::from_secs(10), || server
+            .temp_files()
+            .is_empty()));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(server.get("/ccache/chunky").status, 404, "{store:?}");
+        assert_eq!(server.blob_count(), 0, "{store:?}");
+    }
+}
+
+/// Clients that stall mid-transfer must not hold request slots forever.
+#[test]
+fn stalled_clients_are_cut_off_and_free_their_slots() {
+    let server = Server::start_with(&["--max-concurrent", "2", "--guest-timeout", "1"]);
+    let mut stalled = Vec::new();
+    for i in 0..2 {
+        let mut connection = Connection::open(&server.addr);
+        connection.write_raw(
+            format!("PUT /ccache/stall{i} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n")
+                .as_bytes(),
+        );
+        connection.write_raw(&[0u8; 1000]);
+        stalled.push(connection);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Both slots are taken; this request waits until the stalled ones are stopped.
+    let started = std::time::Instant::now();
+    assert_eq!(server.get("/healthz").status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "slots were held for {:?}",
+        started.elapsed()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || server.temp_files().is_empty()),
+        "{:?}",
+        server.temp_files()
+    );
+    assert_eq!(server.blob_count(), 0);
+    assert!(
+        server.log_text().contains("moved no data"),
+        "{}",
+        server.log_text()
+    );
+    drop(stalled);
+}
+
+#[test]
+fn requests_without_a_host_header_are_served() {
     let server = Server::start();
     let mut connection = Connection::open(&server.addr);
-    connection
-        .write_raw(b"PUT /ccache/chunky HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n");
-    connection.write_raw(b"400\r\n");
-    connection.write_raw(&[1u8; 512]);
-    connection.shutdown();
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(server.get("/ccache/chunky").status, 404);
+    connection.write_raw(b"GET /healthz HTTP/1.0\r\n\r\n");
+    let response = connection.receive(false).collect();
+    assert_eq!((response.status, response.text().trim()), (200, "ok"));
 }
 
 /// 32 threads write two versions of one key while 32 read it; every read must be
@@ -71,10 +144,7 @@ fn truncated_chunked_upload_stores_nothing() {
 #[test]
 fn concurrent_writers_and_readers_see_whole_entries() {
     for store in [None, Some("memory")] {
-        let server = Arc::new(match store {
-            None => Server::start(),
-            Some(kind) => Server::start_with(&["--store", kind]),
-        });
+        let server = Arc::new(start(store));
         let versions: Arc<Vec<Vec<u8>>> = Arc::new(
             (0..2u8)
                 .map(|v| {

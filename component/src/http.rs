@@ -126,12 +126,22 @@ pub fn respond_blob(
     let sink = body.write().expect("body stream is taken once");
     // The host buffers one chunk: queue it before handing over the head, so a
     // small blob leaves in the same write as its headers.
-    let first = sink.splice(&source, SPLICE_CHUNK);
-    ResponseOutparam::set(out, Ok(response));
-    let copied = match first {
-        Ok(_) => splice_all(&source, &sink),
-        Err(StreamError::Closed) => Ok(0),
-        Err(StreamError::LastOperationFailed(error)) => Err(error),
+    let copied = match sink.splice(&source, SPLICE_CHUNK) {
+        // The store failed before a byte was sent: say so instead of a 200.
+        Err(StreamError::LastOperationFailed(error)) => {
+            drop(sink);
+            drop(body);
+            let reason = format!("store read failed: {}", error.to_debug_string());
+            return respond_text(out, 500, &reason);
+        }
+        Ok(_) => {
+            ResponseOutparam::set(out, Ok(response));
+            splice_all(&source, &sink)
+        }
+        Err(StreamError::Closed) => {
+            ResponseOutparam::set(out, Ok(response));
+            Ok(0)
+        }
     };
     drop(sink);
     drop(source);
@@ -149,6 +159,8 @@ pub enum ReceiveError {
     /// The store's stream failed (too large, disk full, backend error). The
     /// writer's `finish` returns the reason and publishes nothing.
     Store,
+    /// The store could not open the upload stream; the writer is dropped unfinished.
+    NoStream(crate::bindings::blobcache::store::types::Error),
 }
 
 /// Streams the request body into `writer` (without publishing it).
@@ -159,7 +171,7 @@ pub fn receive_body(request: &IncomingRequest, writer: &Writer) -> Result<u64, R
     let source = body
         .stream()
         .map_err(|()| ReceiveError::Client("request body unavailable".into()))?;
-    let sink = writer.body().map_err(|_| ReceiveError::Store)?;
+    let sink = writer.body().map_err(ReceiveError::NoStream)?;
     let result = splice_all(&source, &sink).map_err(|error| {
         // Only the store's own stream can say it failed; anything else is the
         // client's body, whatever error it carries.

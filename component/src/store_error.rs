@@ -10,6 +10,7 @@ pub fn status_of(error: &Error) -> (u16, String) {
         Error::PreconditionFailed => (412, "precondition failed".into()),
         Error::Invalid(reason) => (400, reason.clone()),
         Error::TooLarge(reason) => (413, reason.clone()),
+        Error::Full(reason) => (507, format!("store full: {reason}")),
         Error::Unavailable(reason) => (503, format!("store unavailable: {reason}")),
         Error::Other(reason) => (500, format!("store error: {reason}")),
     }

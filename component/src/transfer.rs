@@ -74,6 +74,7 @@ pub fn receive_blob(
     match http::receive_body(request, &writer) {
         Ok(_) => {}
         Err(ReceiveError::Client(reason)) => return http::respond_text(out, 400, &reason),
+        Err(ReceiveError::NoStream(e)) => return respond_error(out, &e),
         // The writer recorded why its stream failed; `finish` reports it and
         // publishes nothing.
         Err(ReceiveError::Store) => {

@@ -181,20 +181,38 @@ impl Runtime {
         });
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
+        let mut request = request;
+        // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
+        if request.uri().authority().is_none()
+            && !request.headers().contains_key(hyper::header::HOST)
+        {
+            request.headers_mut().insert(
+                hyper::header::HOST,
+                hyper::header::HeaderValue::from_static("localhost"),
+            );
+        }
         let request = store
             .data_mut()
             .http()
             .new_incoming_request(Scheme::Http, request)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = inner.pre.clone();
+        let progress = store.data().progress.clone();
+        let limit = inner.config.guest_timeout;
         // The guest keeps running after it sends the head, to stream the body.
         let task = tokio::spawn(async move {
             let _slot = slot;
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, request, out)
-                .await
+            // Declared after the slot, so dropped before it: the pooled instance is
+            // free again by the time the next request may take the slot.
+            let mut store = store;
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, out)
+                    .await
+            };
+            limits::watchdog(run, progress, limit).await
         });
         match receiver.await {
             Ok(Ok(response)) => {
@@ -313,10 +331,17 @@ pub fn load_component(
         // SAFETY: the file was written by `precompile_component` of an engine
         // with the same compatibility hash, in a directory owned by this user.
         match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok(component),
+            Ok(component) => {
+                tracing::info!("loaded the compiled component from {}", path.display());
+                return Ok(component);
+            }
             Err(error) => tracing::warn!("ignoring compiled cache {}: {error:#}", path.display()),
         }
     }
+    tracing::info!(
+        "compiling the component (cached in {} for later starts)",
+        dir.display()
+    );
     let compiled = engine.precompile_component(wasm)?;
     if let Err(error) = write_atomically(&path, &compiled) {
         tracing::warn!(

@@ -1,11 +1,11 @@
 //! The HTTP/1.1 server in front of the runtime.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::runtime::Runtime;
@@ -16,13 +16,13 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections on `listener` until `shutdown` resolves, then lets open
-/// connections finish their current request.
+/// connections finish their current request (idle keep-alive connections close at once).
 pub async fn serve(
     listener: TcpListener,
     runtime: Runtime,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let connections = tokio_util::task::TaskTracker::new();
+    let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -39,28 +39,31 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let runtime = runtime.clone();
-        connections.spawn(serve_connection(stream, peer, runtime));
+        let service = service_fn(move |request| {
+            let runtime = runtime.clone();
+            async move {
+                tracing::debug!(method = %request.method(), uri = %request.uri(), "request");
+                Ok::<_, std::convert::Infallible>(runtime.handle(request).await)
+            }
+        });
+        let connection = http1::Builder::new()
+            .keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!("connection from {peer} ended: {error}");
+            }
+        });
     }
     tracing::info!("shutting down: waiting for open requests");
-    connections.close();
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await;
-    Ok(())
-}
-
-async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, runtime: Runtime) {
-    let service = service_fn(move |request| {
-        let runtime = runtime.clone();
-        async move {
-            tracing::debug!(method = %request.method(), uri = %request.uri(), "request");
-            Ok::<_, std::convert::Infallible>(runtime.handle(request).await)
-        }
-    });
-    let connection = http1::Builder::new()
-        .keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
-    if let Err(error) = connection.await {
-        tracing::debug!("connection from {peer} ended: {error}");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
+    Ok(())
 }

@@ -117,6 +117,26 @@ impl Server {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// Blobs the store holds (memory store: from /status; dir store: blob files).
+    pub fn blob_count(&self) -> u64 {
+        let status: serde_json::Value = serde_json::from_slice(&self.get("/status").body).unwrap();
+        match status["store"]["blob_count"].as_u64() {
+            Some(count) => count,
+            None => self
+                .stored_files()
+                .iter()
+                .filter(|f| f.starts_with(self.store_dir.join("blobs")))
+                .count() as u64,
+        }
+    }
+
+    /// Files under the store's `tmp/` folder: uploads in progress or left behind.
+    pub fn temp_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        walk(&self.store_dir.join("tmp"), &mut files);
+        files
+    }
+
     /// Every file under the store's `blobs/`, `tmp/` and `blocks/` folders.
     pub fn stored_files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();

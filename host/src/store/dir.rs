@@ -95,6 +95,14 @@ impl DirStore {
         for dir in [&layout.blobs, &layout.blocks, &layout.tmp] {
             fs::create_dir_all(dir)?;
         }
+        // Every shard exists before the first publish, so a publish only ever
+        // changes an existing directory (whose fsync then makes it durable).
+        for shard in 0..=255u8 {
+            fs::create_dir_all(layout.blobs.join(format!("{shard:02x}")))?;
+        }
+        if layout.fsync {
+            File::open(&layout.blobs)?.sync_all()?;
+        }
         let store = DirStore {
             layout: Arc::new(layout),
         };
@@ -150,7 +158,7 @@ impl DirStore {
 
     /// Opens a blob and reads its trailer; a file without a valid trailer is a miss.
     fn open_blob(&self, key: &str) -> Result<(File, Opened)> {
-        let file = File::open(self.blob_path(key))?;
+        let file = File::open(self.blob_path(key)).map_err(not_found_is_miss)?;
         match read_tail(&file)? {
             Some(opened) if opened.trailer.key == key => Ok((file, opened)),
             _ => Err(Error::NotFound),
@@ -449,7 +457,7 @@ impl Backend for DirStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
-        fs::remove_file(self.blob_path(key))?;
+        fs::remove_file(self.blob_path(key)).map_err(not_found_is_miss)?;
         Ok(())
     }
 

@@ -25,6 +25,7 @@ impl types::HostWriter for RequestState {
 
     async fn finish(&mut self, writer: Resource<PendingWrite>) -> Wit<BlobInfo> {
         let pending = self.table.delete(writer)?;
+        let _busy = self.progress.store_call();
         Ok(pending.writer.finish().await)
     }
 
@@ -41,6 +42,7 @@ impl store::Host for RequestState {
     }
 
     async fn head(&mut self, key: String) -> Wit<BlobInfo> {
+        let _busy = self.progress.store_call();
         Ok(self.backend.head(&key).await)
     }
 
@@ -49,6 +51,7 @@ impl store::Host for RequestState {
         key: String,
         range: Option<ByteRange>,
     ) -> Wit<(BlobInfo, Resource<DynInputStream>)> {
+        let _busy = self.progress.store_call();
         match self.backend.open(&key, range).await {
             Ok((info, stream)) => {
                 let stream = self.table.push(self.progress.wrap_input(stream))?;
@@ -59,6 +62,7 @@ impl store::Host for RequestState {
     }
 
     async fn create(&mut self, key: String, options: WriteOptions) -> Wit<Resource<PendingWrite>> {
+        let _busy = self.progress.store_call();
         match self.backend.create(&key, options).await {
             Ok(writer) => Ok(Ok(self.table.push(PendingWrite { writer })?)),
             Err(e) => Ok(Err(e)),
@@ -71,6 +75,7 @@ impl store::Host for RequestState {
         block_id: String,
         expected_size: Option<u64>,
     ) -> Wit<Resource<PendingWrite>> {
+        let _busy = self.progress.store_call();
         match self
             .backend
             .stage_block(&key, &block_id, expected_size)
@@ -87,14 +92,17 @@ impl store::Host for RequestState {
         block_ids: Vec<String>,
         options: WriteOptions,
     ) -> Wit<BlobInfo> {
+        let _busy = self.progress.store_call();
         Ok(self.backend.commit_blocks(&key, block_ids, options).await)
     }
 
     async fn delete(&mut self, key: String) -> Wit<()> {
+        let _busy = self.progress.store_call();
         Ok(self.backend.delete(&key).await)
     }
 
     async fn list(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> Wit<ListPage> {
+        let _busy = self.progress.store_call();
         Ok(self.backend.list(&prefix, cursor, limit).await)
     }
 
@@ -104,6 +112,7 @@ impl store::Host for RequestState {
         access: Access,
         ttl_seconds: u32,
     ) -> Wit<Option<String>> {
+        let _busy = self.progress.store_call();
         Ok(self.backend.presign(&key, access, ttl_seconds).await)
     }
 }

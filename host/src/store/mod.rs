@@ -158,13 +158,24 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// I/O failures are the server's, not the client's: a missing file is a miss only
+/// where the caller says so (see [`not_found_is_miss`]).
 impl From<std::io::Error> for Error {
     fn from(error: std::io::Error) -> Self {
         match error.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound,
-            std::io::ErrorKind::StorageFull => Error::TooLarge("the store's disk is full".into()),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                Error::Full("no space left on the store's disk".into())
+            }
             _ => Error::Other(error.to_string()),
         }
+    }
+}
+
+/// For lookups by key: a missing file means the key holds nothing.
+pub fn not_found_is_miss(error: std::io::Error) -> Error {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound,
+        _ => error.into(),
     }
 }
 
