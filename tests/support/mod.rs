@@ -31,6 +31,11 @@ impl Server {
     /// A server with extra `serve` arguments; a fresh directory store unless
     /// `args` names another `--store`.
     pub fn start_with(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// Like [`Server::start_with`], with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let store_dir = dir.path().join("store");
         let log = dir.path().join("server.log");
@@ -47,6 +52,7 @@ impl Server {
         command
             .args(args)
             .env("BLOBCACHE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = command.spawn().expect("starting blobcache");
@@ -166,6 +172,102 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
     }
 }
 
+/// Starts `blobcache serve` and returns its first line of output, or the error it
+/// exited with (for tests of startup failures).
+pub fn start_failure(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_blobcache"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--compile-cache"])
+        .arg(compile_cache())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "blobcache started: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A free local port (for peers that cannot pick their own).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Azurite (npm package `azurite`, installed into the repo by ./test.sh), blob
+/// service only, in memory, on a free port; stopped on drop.
+pub struct Azurite {
+    child: Child,
+    pub port: u16,
+}
+
+impl Azurite {
+    pub fn start() -> Azurite {
+        let binary = repo_root().join("node_modules/.bin/azurite-blob");
+        assert!(
+            binary.exists(),
+            "Azurite is not installed: run ./test.sh (it runs npm install)"
+        );
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(&binary)
+                .args([
+                    "--inMemoryPersistence",
+                    "--silent",
+                    "--disableTelemetry",
+                    "--skipApiVersionCheck",
+                ])
+                .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting azurite-blob");
+            let up = eventually(Duration::from_secs(20), || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    || child.try_wait().unwrap().is_some()
+            });
+            if up && child.try_wait().unwrap().is_none() {
+                return Azurite { child, port };
+            }
+            let _ = child.kill();
+        }
+        panic!("Azurite did not start");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/devstoreaccount1", self.port)
+    }
+
+    /// The connection string for Azurite's well-known development account.
+    pub fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={};",
+            blobcache_azure::account::DEV_KEY,
+            self.endpoint()
+        )
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Compiled code shared by every test server, so each start does not recompile.
 pub fn compile_cache() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compiled")
@@ -256,20 +358,44 @@ impl Connection {
             let (name, value) = line.split_once(':').unwrap();
             headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
         }
-        let length = if head_only {
-            0
-        } else {
+        let header = |name: &str| {
             headers
                 .iter()
-                .find(|(n, _)| n == "content-length")
-                .map(|(_, v)| v.parse().unwrap())
-                .expect("responses carry content-length")
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let mut buffered = None;
+        let length = if head_only {
+            0
+        } else if let Some(length) = header("content-length") {
+            length.parse().unwrap()
+        } else {
+            // Peers other than blobcache may answer chunked, or until close.
+            let mut body = Vec::new();
+            if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+                loop {
+                    let mut size = String::new();
+                    self.reader.read_line(&mut size).unwrap();
+                    let size = usize::from_str_radix(size.trim(), 16).unwrap();
+                    let mut chunk = vec![0; size + 2];
+                    self.reader.read_exact(&mut chunk).unwrap();
+                    if size == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&chunk[..size]);
+                }
+            } else {
+                self.reader.read_to_end(&mut body).unwrap();
+            }
+            buffered = Some(body);
+            0
         };
         Incoming {
             status,
             headers,
             remaining: length,
             reader: &mut self.reader,
+            buffered,
         }
     }
 }
@@ -280,10 +406,19 @@ pub struct Incoming<'a> {
     pub headers: Vec<(String, String)>,
     pub remaining: u64,
     reader: &'a mut BufReader<TcpStream>,
+    /// A body already read whole (chunked or close-delimited).
+    buffered: Option<Vec<u8>>,
 }
 
 impl Incoming<'_> {
     pub fn collect(self) -> Response {
+        if let Some(body) = self.buffered {
+            return Response {
+                status: self.status,
+                headers: self.headers,
+                body,
+            };
+        }
         let mut body = vec![0; self.remaining as usize];
         self.reader.read_exact(&mut body).unwrap();
         Response {

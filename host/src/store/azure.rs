@@ -133,6 +133,20 @@ impl AzureStore {
                 retry: config.retry.clone(),
             }),
         };
+        let startup_error = |step: &str, error: CallError| {
+            match error {
+            CallError::Service(e) if e.kind() == ErrorKind::Authentication => anyhow::anyhow!(
+                "Azure rejected the credentials for account {} while trying to {step} ({e}); check the account key",
+                config.account.name()
+            ),
+            CallError::Service(e) if e.code == "ContainerNotFound" => anyhow::anyhow!(
+                "container {} does not exist in account {} (create it, or pass --azure-create-container)",
+                config.container,
+                config.account.name()
+            ),
+            other => anyhow::anyhow!("cannot {step} at {}: {other}", config.account.endpoint()),
+        }
+        };
         if config.create_container {
             match store
                 .call(|now| store.inner.container.create_container(now), None)
@@ -140,11 +154,7 @@ impl AzureStore {
             {
                 Ok(_) => {}
                 Err(CallError::Service(e)) if e.code == "ContainerAlreadyExists" => {}
-                Err(e) => anyhow::bail!(
-                    "cannot create container {}: {}",
-                    config.container,
-                    Error::from(e)
-                ),
+                Err(e) => return Err(startup_error("create the container", e)),
             }
         }
         let probe = store
@@ -155,16 +165,7 @@ impl AzureStore {
             .await;
         match probe {
             Ok(_) => Ok(store),
-            Err(CallError::Service(e)) if e.kind() == ErrorKind::Authentication => anyhow::bail!(
-                "Azure rejected the credentials for account {} ({e}); check the account key",
-                config.account.name()
-            ),
-            Err(CallError::Service(e)) if e.code == "ContainerNotFound" => anyhow::bail!(
-                "container {} does not exist in account {} (create it, or pass --azure-create-container)",
-                config.container,
-                config.account.name()
-            ),
-            Err(e) => anyhow::bail!("cannot reach Azure at {}: {}", config.account.endpoint(), Error::from(e)),
+            Err(e) => Err(startup_error("list the container", e)),
         }
     }
 

@@ -1,0 +1,459 @@
+//! The Azure store against Azurite (which checks Shared Key and SAS signatures):
+//! every store operation through the library, every protocol through the binary
+//! with `--store azure`, interoperability with Microsoft's SDK, and large blobs.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use blobcache::store::azure::{AzureConfig, AzureStore};
+use blobcache::store::{Access, Backend, ByteRange, Error, WriteMode, WriteOptions};
+use bytes::Bytes;
+use support::{noise_digest, sha256_hex, Azurite, Body, Connection, Noise, Server};
+use wasmtime_wasi::p2::{InputStream, Pollable, StreamError};
+
+const CONTAINER: &str = "cache";
+
+fn azure_server(azurite: &Azurite, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--store",
+        "azure",
+        "--azure-create-container",
+        "--azure-container",
+        CONTAINER,
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with_env(
+        &args,
+        &[(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            &azurite.connection_string(),
+        )],
+    )
+}
+
+async fn library_store(azurite: &Azurite, prefix: &str) -> AzureStore {
+    let account =
+        blobcache_azure::Account::from_connection_string(&azurite.connection_string()).unwrap();
+    let mut config = AzureConfig {
+        account,
+        container: CONTAINER.into(),
+        prefix: prefix.into(),
+        create_container: true,
+        block_size: 64 << 10,
+        parallel_blocks: 3,
+        timeout: Duration::from_secs(30),
+        retry: Default::default(),
+    };
+    config.retry.base = Duration::from_millis(10);
+    AzureStore::connect(config).await.unwrap()
+}
+
+fn options(mode: WriteMode) -> WriteOptions {
+    WriteOptions {
+        mode,
+        content_type: Some("application/x-test".into()),
+        metadata: vec![("origin".into(), "test".into())],
+        expected_size: None,
+        expected_sha256: None,
+        max_size: None,
+        if_match: None,
+    }
+}
+
+/// Writes `content` through a store writer, honouring the stream's permits.
+async fn write_blob(
+    store: &AzureStore,
+    key: &str,
+    content: &[u8],
+    options: WriteOptions,
+) -> Result<blobcache::store::BlobInfo, Error> {
+    let mut writer = store.create(key, options).await?;
+    let mut stream = writer.body()?;
+    let mut rest = Bytes::copy_from_slice(content);
+    while !rest.is_empty() {
+        let permit = match stream.check_write() {
+            Ok(0) => {
+                stream.ready().await;
+                continue;
+            }
+            Ok(permit) => permit,
+            Err(_) => break,
+        };
+        let chunk = rest.split_to(permit.min(rest.len()).min(10_000));
+        if stream.write(chunk).is_err() {
+            break;
+        }
+    }
+    drop(stream);
+    writer.finish().await
+}
+
+async fn read_all(stream: &mut Box<dyn InputStream>) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        stream.ready().await;
+        match stream.read(1 << 20) {
+            Ok(bytes) => out.extend_from_slice(&bytes),
+            Err(StreamError::Closed) => return out,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_store_operation_against_azurite() {
+    let azurite = Azurite::start();
+    let store = library_store(&azurite, "ops/").await;
+    // Several blocks (64 KiB each, three in flight) and one short block.
+    let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let digest = sha256_hex(&content);
+
+    let mut verified = options(WriteMode::CreateOnly);
+    verified.expected_size = Some(content.len() as u64);
+    verified.expected_sha256 = Some(digest.clone());
+    let info = write_blob(&store, "a/big", &content, verified.clone())
+        .await
+        .unwrap();
+    assert_eq!(info.size, content.len() as u64);
+
+    let head = store.head("a/big").await.unwrap();
+    assert_eq!(
+        (head.size, head.sha256.as_deref()),
+        (content.len() as u64, Some(digest.as_str()))
+    );
+    assert_eq!(head.content_type.as_deref(), Some("application/x-test"));
+    assert_eq!(
+        head.metadata,
+        vec![("origin".to_string(), "test".to_string())]
+    );
+
+    let (_, mut stream) = store.open("a/big", None).await.unwrap();
+    assert_eq!(read_all(&mut stream).await, content);
+    let range = Some(ByteRange {
+        offset: 1000,
+        length: Some(70_000),
+    });
+    let (_, mut stream) = store.open("a/big", range).await.unwrap();
+    assert_eq!(read_all(&mut stream).await, &content[1000..71_000]);
+
+    // Create-only refuses an existing key; a wrong digest publishes nothing.
+    assert!(matches!(
+        write_blob(&store, "a/big", b"other", options(WriteMode::CreateOnly)).await,
+        Err(Error::AlreadyExists)
+    ));
+    let mut wrong = options(WriteMode::Overwrite);
+    wrong.expected_sha256 = Some(sha256_hex(b"not this"));
+    let refused = write_blob(&store, "a/big", &content[..200_000], wrong.clone()).await;
+    assert!(
+        matches!(refused, Err(Error::Invalid(ref m)) if m.contains("sha256 mismatch")),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        write_blob(&store, "a/new", b"small", wrong).await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(store.head("a/new").await, Err(Error::NotFound)));
+    assert_eq!(
+        store.head("a/big").await.unwrap().sha256.as_deref(),
+        Some(digest.as_str())
+    );
+
+    // If-match: only the current version may be replaced.
+    let mut stale = options(WriteMode::Overwrite);
+    stale.if_match = Some("\"0x1234\"".into());
+    assert!(matches!(
+        write_blob(&store, "a/big", b"x", stale).await,
+        Err(Error::PreconditionFailed)
+    ));
+    let mut current = options(WriteMode::Overwrite);
+    current.if_match = Some(head.etag.clone());
+    write_blob(&store, "a/big", b"replaced", current)
+        .await
+        .unwrap();
+    let (_, mut stream) = store.open("a/big", None).await.unwrap();
+    assert_eq!(read_all(&mut stream).await, b"replaced");
+
+    // A size limit stops the upload as bytes arrive.
+    let mut limited = options(WriteMode::Overwrite);
+    limited.max_size = Some(100_000);
+    assert!(matches!(
+        write_blob(&store, "a/limited", &content, limited).await,
+        Err(Error::TooLarge(_))
+    ));
+    assert!(matches!(
+        store.head("a/limited").await,
+        Err(Error::NotFound)
+    ));
+
+    // Listing pages through keys under a prefix, with the store prefix removed.
+    for i in 0..5 {
+        write_blob(
+            &store,
+            &format!("list/{i}"),
+            b"x",
+            options(WriteMode::Overwrite),
+        )
+        .await
+        .unwrap();
+    }
+    let mut keys = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list("list/", cursor, 2).await.unwrap();
+        assert!(page.entries.len() <= 2);
+        keys.extend(page.entries.into_iter().map(|e| e.key));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(
+        keys,
+        (0..5).map(|i| format!("list/{i}")).collect::<Vec<_>>()
+    );
+
+    store.delete("list/0").await.unwrap();
+    assert!(matches!(store.delete("list/0").await, Err(Error::NotFound)));
+    assert!(matches!(
+        store.open("list/0", None).await,
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        store.head("bad//key").await,
+        Err(Error::Invalid(_))
+    ));
+}
+
+/// GET of a URL with a plain HTTP/1.1 client: (status, body).
+fn plain_get(url: &str) -> (u16, Vec<u8>) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let mut connection = Connection::open(authority);
+    connection.send("GET", path, &[], Body::Empty);
+    let response = connection.receive(false).collect();
+    (response.status, response.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_urls_work_expire_and_reject_tampering() {
+    let azurite = Azurite::start();
+    let store = library_store(&azurite, "").await;
+    write_blob(
+        &store,
+        "sas/blob",
+        b"signed content",
+        options(WriteMode::Overwrite),
+    )
+    .await
+    .unwrap();
+
+    let url = store
+        .presign("sas/blob", Access::Read, 60)
+        .await
+        .unwrap()
+        .expect("Azure can sign");
+    assert_eq!(plain_get(&url), (200, b"signed content".to_vec()));
+
+    let tampered = url.replace("sp=r", "sp=rw");
+    assert_eq!(
+        plain_get(&tampered).0,
+        403,
+        "a changed permission must break the signature"
+    );
+    let other_blob = url.replace("sas/blob", "sas/other");
+    assert_eq!(plain_get(&other_blob).0, 403);
+
+    // A write URL lets a plain client upload with Put Blob.
+    let write_url = store
+        .presign("sas/upload", Access::Write, 60)
+        .await
+        .unwrap()
+        .unwrap();
+    let rest = write_url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let mut connection = Connection::open(authority);
+    connection.send(
+        "PUT",
+        path,
+        &[("x-ms-blob-type", "BlockBlob")],
+        Body::Bytes(b"uploaded"),
+    );
+    assert_eq!(connection.receive(false).collect().status, 201);
+    let (_, mut stream) = store.open("sas/upload", None).await.unwrap();
+    assert_eq!(read_all(&mut stream).await, b"uploaded");
+
+    let short = store
+        .presign("sas/blob", Access::Read, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(plain_get(&short).0, 403, "an expired SAS must be refused");
+}
+
+#[test]
+fn protocols_over_azure() {
+    let azurite = Azurite::start();
+    let server = azure_server(&azurite, &[]);
+    let status: serde_json::Value = serde_json::from_slice(&server.get("/status").body).unwrap();
+    assert_eq!(status["store"]["kind"], "azure");
+
+    let content = b"object file bytes".to_vec();
+    let hash = sha256_hex(&content);
+    assert_eq!(server.get(&format!("/cas/{hash}")).status, 404);
+    assert_eq!(server.put(&format!("/cas/{hash}"), &content).status, 200);
+    assert_eq!(server.get(&format!("/cas/{hash}")).body, content);
+    assert_eq!(
+        server
+            .head(&format!("/cas/{hash}"))
+            .header("content-length"),
+        Some("17")
+    );
+    let other = sha256_hex(b"other");
+    assert_eq!(server.put(&format!("/cas/{other}"), &content).status, 400);
+    assert_eq!(server.get(&format!("/cas/{other}")).status, 404);
+    assert_eq!(
+        server.put(&format!("/team/ac/{hash}"), b"result").status,
+        200
+    );
+    assert_eq!(server.get(&format!("/team/ac/{hash}")).body, b"result");
+    assert_eq!(server.get(&format!("/ac/{hash}")).status, 404);
+
+    for path in [
+        "/ccache/ab/cdef",
+        "/ccache/abcdef",
+        &format!("/ccache/ac/{hash}"),
+    ] {
+        assert_eq!(server.put(path, path.as_bytes()).status, 200);
+        assert_eq!(server.get(path).body, path.as_bytes());
+        assert_eq!(server.delete(path).status, 200);
+        assert_eq!(server.get(path).status, 404);
+    }
+
+    // A chunked upload cut off midway leaves nothing visible.
+    let mut connection = Connection::open(&server.addr);
+    connection.write_raw(
+        b"PUT /ccache/cut HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n1000\r\n",
+    );
+    connection.write_raw(&[5u8; 2000]);
+    connection.shutdown();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.get("/ccache/cut").status, 404);
+}
+
+#[test]
+fn a_wrong_account_key_is_a_clear_error() {
+    let azurite = Azurite::start();
+    let wrong = azurite.connection_string().replace("Eby8", "Fby8");
+    let stderr = support::start_failure(
+        &[
+            "--store",
+            "azure",
+            "--azure-create-container",
+            "--azure-container",
+            CONTAINER,
+        ],
+        &[("AZURE_STORAGE_CONNECTION_STRING", &wrong)],
+    );
+    assert!(stderr.contains("rejected the credentials"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let stderr = support::start_failure(
+        &["--store", "azure"],
+        &[("AZURE_STORAGE_CONNECTION_STRING", "AccountName=x")],
+    );
+    assert!(stderr.contains("AccountKey"), "{stderr}");
+}
+
+#[test]
+fn microsofts_sdk_and_blobcache_read_each_others_blobs() {
+    let azurite = Azurite::start();
+    let server = azure_server(&azurite, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let connection = azurite.connection_string();
+    let node = |args: &[&str]| {
+        let output = Command::new("node")
+            .arg(support::repo_root().join("tests/sdk/blob.mjs"))
+            .args(args)
+            .current_dir(support::repo_root())
+            .output()
+            .expect("running node");
+        assert!(
+            output.status.success(),
+            "node {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+
+    // blobcache writes (several blocks), the SDK reads.
+    let written: Vec<u8> = {
+        use std::io::Read;
+        let mut bytes = vec![0u8; 20 << 20];
+        Noise::new(11).read_exact(&mut bytes).unwrap();
+        bytes
+    };
+    assert_eq!(server.put("/ccache/from-blobcache", &written).status, 200);
+    let downloaded = work.path().join("downloaded");
+    node(&[
+        "download",
+        &connection,
+        CONTAINER,
+        "ccache/from-blobcache",
+        downloaded.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&downloaded).unwrap() == written,
+        "the SDK read different bytes"
+    );
+
+    // The SDK writes (Put Block + Put Block List), blobcache serves it.
+    let upload = work.path().join("upload");
+    std::fs::write(&upload, &written[..9 << 20]).unwrap();
+    node(&[
+        "upload",
+        &connection,
+        CONTAINER,
+        "ccache/from-sdk",
+        upload.to_str().unwrap(),
+        "4194304",
+    ]);
+    let served = server.get("/ccache/from-sdk");
+    assert_eq!(served.status, 200);
+    assert!(
+        served.body == written[..9 << 20],
+        "blobcache served different bytes"
+    );
+}
+
+#[test]
+fn one_gib_through_the_component_with_bounded_memory() {
+    const ONE_GIB: u64 = 1 << 30;
+    let azurite = Azurite::start();
+    let server = azure_server(&azurite, &[]);
+    let digest = noise_digest(3, ONE_GIB);
+    let path = format!("/cas/{digest}");
+    let mut connection = Connection::open(&server.addr);
+    let mut source = Noise::new(3);
+    connection.send(
+        "PUT",
+        &path,
+        &[],
+        Body::Stream {
+            length: ONE_GIB,
+            source: &mut source,
+        },
+    );
+    let response = connection.receive(false).collect();
+    assert_eq!(response.status, 200, "{}", response.text());
+
+    let mut connection = Connection::open(&server.addr);
+    connection.send("GET", &path, &[], Body::Empty);
+    let incoming = connection.receive(false);
+    assert_eq!(incoming.status, 200);
+    assert_eq!(incoming.digest(), (ONE_GIB, digest));
+    let peak = server.peak_rss();
+    eprintln!("1 GiB through Azure: host peak RSS {} MiB", peak >> 20);
+    assert!(peak < 200 << 20, "peak RSS {} MiB", peak >> 20);
+}
