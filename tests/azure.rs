@@ -5,11 +5,13 @@
 mod support;
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use blobcache::store::azure::{AzureConfig, AzureStore};
 use blobcache::store::{Access, Backend, ByteRange, Error, WriteMode, WriteOptions};
 use bytes::Bytes;
+use support::fault_proxy::{Fault, FaultProxy};
 use support::{noise_digest, sha256_hex, Azurite, Body, Connection, Noise, Server};
 use wasmtime_wasi::p2::{InputStream, Pollable, StreamError};
 
@@ -456,4 +458,128 @@ fn one_gib_through_the_component_with_bounded_memory() {
     let peak = server.peak_rss();
     eprintln!("1 GiB through Azure: host peak RSS {} MiB", peak >> 20);
     assert!(peak < 200 << 20, "peak RSS {} MiB", peak >> 20);
+}
+
+fn server_behind(proxy: &FaultProxy) -> Server {
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={};",
+        blobcache_azure::account::DEV_KEY,
+        proxy.endpoint()
+    );
+    let args = [
+        "--store",
+        "azure",
+        "--azure-create-container",
+        "--azure-container",
+        CONTAINER,
+    ];
+    Server::start_with_env(&args, &[("AZURE_STORAGE_CONNECTION_STRING", &connection)])
+}
+
+fn noise(seed: u64, length: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; length];
+    Noise::new(seed).read_exact(&mut bytes).unwrap();
+    bytes
+}
+
+/// The first attempt of every distinct request fails in one of Azure's ways;
+/// retries (and resumed downloads) get through.
+#[test]
+fn requests_succeed_through_transient_faults() {
+    let azurite = Azurite::start();
+    let proxy = FaultProxy::start(azurite.port);
+    let server = server_behind(&proxy);
+    let mut seen = std::collections::HashSet::new();
+    let mut kind = 0usize;
+    proxy.set_rule(move |request| {
+        if !seen.insert(format!("{} {}", request.method, request.target)) {
+            return None;
+        }
+        kind += 1;
+        Some(match kind % 5 {
+            0 => Fault::Status(503, "ServerBusy"),
+            1 => Fault::Status(500, "OperationTimedOut"),
+            2 => Fault::Drop,
+            3 => Fault::Delay(Duration::from_millis(300)),
+            _ if request.method == "GET" => Fault::CutBody,
+            _ => Fault::Status(503, "ServerBusy"),
+        })
+    });
+
+    // 20 MiB: three Put Blocks and a Put Block List, each failing once.
+    let big = noise(21, 20 << 20);
+    let response = server.put("/ccache/big", &big);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let hit = server.get("/ccache/big");
+    assert_eq!(hit.status, 200);
+    assert!(hit.body == big, "the download differs after faults");
+    let small = b"action result";
+    let hash = sha256_hex(small);
+    assert_eq!(server.put(&format!("/ac/{hash}"), small).status, 200);
+    assert_eq!(server.get(&format!("/ac/{hash}")).body, small);
+    assert_eq!(server.head(&format!("/ac/{hash}")).status, 200);
+    assert!(
+        proxy.injected.load(std::sync::atomic::Ordering::SeqCst) >= 8,
+        "too few faults were injected"
+    );
+}
+
+/// A download cut off mid-body is resumed from where it broke.
+#[test]
+fn a_download_cut_mid_body_is_resumed() {
+    let azurite = Azurite::start();
+    let proxy = FaultProxy::start(azurite.port);
+    let server = server_behind(&proxy);
+    let content = noise(5, 3 << 20);
+    assert_eq!(server.put("/ccache/cut", &content).status, 200);
+    let cuts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = cuts.clone();
+    proxy.set_rule(move |request| {
+        let first_get = request.method == "GET"
+            && counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        first_get.then_some(Fault::CutBody)
+    });
+    let hit = server.get("/ccache/cut");
+    assert_eq!(hit.status, 200);
+    assert!(hit.body == content, "resumed download differs");
+    assert!(
+        cuts.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "no resumed request was made"
+    );
+}
+
+/// When Azure keeps failing, clients get a clean 503 with a reason, the server
+/// keeps serving, and nothing partial ever becomes readable.
+#[test]
+fn permanent_faults_give_clean_errors_and_publish_nothing() {
+    let azurite = Azurite::start();
+    let proxy = FaultProxy::start(azurite.port);
+    let server = server_behind(&proxy);
+    let big = noise(9, 20 << 20);
+
+    proxy.set_rule(|_| Some(Fault::Status(503, "ServerBusy")));
+    let put = server.put("/ccache/always", b"small");
+    assert_eq!(put.status, 503, "{}", put.text());
+    assert!(put.text().contains("ServerBusy"), "{}", put.text());
+    let get = server.get("/ccache/always");
+    assert_eq!(get.status, 503, "{}", get.text());
+    assert!(get.body.len() < 1024);
+
+    // Blocks staged, but the commit keeps failing: nothing is visible.
+    proxy.set_rule(|r| {
+        r.target
+            .contains("comp=blocklist")
+            .then_some(Fault::Status(500, "OperationTimedOut"))
+    });
+    assert_eq!(server.put("/ccache/uncommitted", &big).status, 503);
+    // A block keeps failing: the commit is never attempted.
+    proxy.set_rule(|r| r.target.contains("comp=block&").then_some(Fault::Drop));
+    assert!(server.put("/ccache/blockless", &big).status >= 500);
+
+    proxy.set_rule(|_| None);
+    for path in ["/ccache/always", "/ccache/uncommitted", "/ccache/blockless"] {
+        assert_eq!(server.get(path).status, 404, "{path} became visible");
+    }
+    assert_eq!(server.get("/healthz").status, 200);
 }

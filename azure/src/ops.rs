@@ -169,14 +169,20 @@ impl Container {
         )
     }
 
-    /// Get Blob, optionally a byte range (`offset`, `length`).
+    /// Get Blob, optionally a byte range (`offset`, `length`), optionally only if
+    /// the blob is still the version with `if_match` as its etag (412 otherwise),
+    /// so a resumed download never splices two versions together.
     pub fn get_blob(
         &self,
         blob: &str,
         range: Option<(u64, Option<u64>)>,
+        if_match: Option<&str>,
         now: SystemTime,
     ) -> Operation {
         let mut headers = Vec::new();
+        if let Some(etag) = if_match {
+            headers.push((http::header::IF_MATCH, etag.to_string()));
+        }
         if let Some((offset, length)) = range {
             let value = match length {
                 Some(0) | None => format!("bytes={offset}-"),
@@ -399,10 +405,11 @@ mod tests {
             op.request.headers()["content-length"],
             xml.len().to_string().as_str()
         );
-        let get = container().get_blob("b", Some((10, Some(5))), now());
+        let get = container().get_blob("b", Some((10, Some(5))), None, now());
         assert_eq!(get.request.headers()["x-ms-range"], "bytes=10-14");
-        let get = container().get_blob("b", Some((10, None)), now());
+        let get = container().get_blob("b", Some((10, None)), Some("\"0x1\""), now());
         assert_eq!(get.request.headers()["x-ms-range"], "bytes=10-");
+        assert_eq!(get.request.headers()["if-match"], "\"0x1\"");
         assert!(get.request.headers().get("content-length").is_none());
     }
 

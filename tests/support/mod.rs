@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub mod fault_proxy;
+
 /// A running `blobcache serve`, stopped on drop.
 pub struct Server {
     child: Child,

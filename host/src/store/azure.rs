@@ -315,7 +315,7 @@ impl Backend for AzureStore {
         let azure_range = range.map(|r| (r.offset, r.length));
         let response = match self
             .call(
-                |now| self.inner.container.get_blob(&name, azure_range, now),
+                |now| self.inner.container.get_blob(&name, azure_range, None, now),
                 None,
             )
             .await
@@ -330,8 +330,16 @@ impl Backend for AzureStore {
         };
         let properties =
             response::properties(response.headers()).map_err(|e| Error::Other(e.to_string()))?;
+        let body_length = response.content_length().unwrap_or(0);
         let info = Self::info(properties);
-        Ok((info, Box::new(ResponseStream::spawn(response))))
+        let download = Download {
+            store: self.clone(),
+            blob: name,
+            etag: info.etag.clone(),
+            position: range.map_or(0, |r| r.offset),
+            remaining: body_length,
+        };
+        Ok((info, Box::new(ResponseStream::spawn(response, download))))
     }
 
     async fn create(&self, key: &str, options: WriteOptions) -> Result<Box<dyn BlobWriter>> {
@@ -433,9 +441,102 @@ impl Backend for AzureStore {
     }
 }
 
+/// What a download still has to fetch, to resume it after a failure mid-body.
+struct Download {
+    store: AzureStore,
+    blob: String,
+    etag: String,
+    position: u64,
+    remaining: u64,
+}
+
+impl Download {
+    /// Streams the rest of the blob into `sender`. A body that fails midway is
+    /// resumed with a ranged read of the same version (If-Match), with backoff.
+    async fn run(
+        mut self,
+        first: reqwest::Response,
+        sender: mpsc::Sender<std::result::Result<Bytes, String>>,
+    ) {
+        let mut response = Some(first);
+        let mut failures = 0;
+        while self.remaining > 0 {
+            let current = match response.take() {
+                Some(current) => current,
+                None => {
+                    let range = Some((self.position, Some(self.remaining)));
+                    let etag = self.etag.clone();
+                    let inner = &self.store.inner;
+                    match self
+                        .store
+                        .call(
+                            |now| {
+                                inner
+                                    .container
+                                    .get_blob(&self.blob, range, Some(&etag), now)
+                            },
+                            None,
+                        )
+                        .await
+                    {
+                        Ok(resumed) => resumed,
+                        Err(e) => {
+                            let _ = sender
+                                .send(Err(format!("resuming the download failed: {e}")))
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            };
+            let mut body = current.bytes_stream();
+            let mut failed = None;
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(chunk) => {
+                        let n = chunk.len() as u64;
+                        if sender.send(Ok(chunk)).await.is_err() {
+                            return; // the component stopped reading
+                        }
+                        self.position += n;
+                        self.remaining = self.remaining.saturating_sub(n);
+                    }
+                    Err(e) => {
+                        failed = Some(describe(&e));
+                        break;
+                    }
+                }
+            }
+            if let Some(why) = failed {
+                match self.store.inner.retry.delay(failures, None, random_unit()) {
+                    Some(delay) if self.remaining > 0 => {
+                        tracing::debug!(
+                            "download of {} broke at byte {}: {why}; resuming",
+                            self.blob,
+                            self.position
+                        );
+                        tokio::time::sleep(delay).await;
+                        failures += 1;
+                    }
+                    _ => {
+                        let _ = sender.send(Err(why)).await;
+                        return;
+                    }
+                }
+            } else if self.remaining > 0 {
+                let _ = sender
+                    .send(Err("the response body ended early".into()))
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
 /// A response body handed to the component chunk by chunk. A task reads ahead
-/// a few chunks; a failure mid-body fails the stream (the component then aborts
-/// its response, so a client never takes a truncated body for a hit).
+/// a few chunks and resumes broken downloads; a failure it cannot recover fails
+/// the stream (the component then aborts its response, so a client never takes
+/// a truncated body for a hit).
 struct ResponseStream {
     receiver: mpsc::Receiver<std::result::Result<Bytes, String>>,
     pending: Option<Bytes>,
@@ -443,18 +544,9 @@ struct ResponseStream {
 }
 
 impl ResponseStream {
-    fn spawn(response: reqwest::Response) -> ResponseStream {
+    fn spawn(response: reqwest::Response, download: Download) -> ResponseStream {
         let (sender, receiver) = mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut body = response.bytes_stream();
-            while let Some(chunk) = body.next().await {
-                let item = chunk.map_err(|e| describe(&e));
-                let failed = item.is_err();
-                if sender.send(item).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(download.run(response, sender));
         ResponseStream {
             receiver,
             pending: None,
