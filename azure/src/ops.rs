@@ -193,6 +193,12 @@ impl Container {
         self.build(Method::GET, Some(blob), "", headers, Body::Empty, now)
     }
 
+    /// Get Block List of the uncommitted blocks (staged, not yet committed).
+    pub fn get_uncommitted_blocks(&self, blob: &str, now: SystemTime) -> Operation {
+        let query = "comp=blocklist&blocklisttype=uncommitted";
+        self.build(Method::GET, Some(blob), query, Vec::new(), Body::Empty, now)
+    }
+
     /// Get Blob Properties (HEAD: errors carry their code only in `x-ms-error-code`).
     pub fn get_properties(&self, blob: &str, now: SystemTime) -> Operation {
         self.build(Method::HEAD, Some(blob), "", Vec::new(), Body::Empty, now)
@@ -326,6 +332,13 @@ pub fn block_id(index: u64) -> String {
 /// A block id for a caller-chosen name (at most 64 bytes), padded to a fixed length.
 pub fn named_block_id(name: &str) -> String {
     STANDARD.encode(format!("{name:\u{0}<64}"))
+}
+
+/// The name inside a block id made by [`named_block_id`].
+pub fn block_id_name(id: &str) -> Option<String> {
+    let decoded = STANDARD.decode(id).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.trim_end_matches('\0').to_string())
 }
 
 #[cfg(test)]

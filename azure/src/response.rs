@@ -268,6 +268,76 @@ pub fn list_page(xml: &[u8]) -> Result<ListPage, AzureError> {
     Ok(page)
 }
 
+/// One block of a Get Block List answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedBlock {
+    /// The block id as sent (base64).
+    pub name: String,
+    pub size: u64,
+}
+
+/// Parses Get Block List: the uncommitted blocks, in the order Azure lists them.
+pub fn uncommitted_blocks(xml: &[u8]) -> Result<Vec<ListedBlock>, AzureError> {
+    let malformed = |why: String| AzureError {
+        status: 200,
+        code: "MalformedResponse".into(),
+        message: why,
+    };
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut path: Vec<String> = Vec::new();
+    let mut blocks = Vec::new();
+    let mut block = ListedBlock {
+        name: String::new(),
+        size: 0,
+    };
+    let mut buffer = Vec::new();
+    loop {
+        match reader
+            .read_event_into(&mut buffer)
+            .map_err(|e| malformed(format!("bad block list XML: {e}")))?
+        {
+            Event::Start(start) => {
+                path.push(String::from_utf8_lossy(start.name().as_ref()).into_owned())
+            }
+            Event::End(_) => {
+                let closed = path.pop();
+                let in_uncommitted = path.last().is_some_and(|p| p == "UncommittedBlocks");
+                if closed.as_deref() == Some("Block") && in_uncommitted {
+                    blocks.push(std::mem::replace(
+                        &mut block,
+                        ListedBlock {
+                            name: String::new(),
+                            size: 0,
+                        },
+                    ));
+                }
+            }
+            Event::Text(text) => {
+                let text = text
+                    .unescape()
+                    .map_err(|e| malformed(format!("bad block list XML: {e}")))?;
+                let names: Vec<&str> = path.iter().map(String::as_str).collect();
+                match names.as_slice() {
+                    [.., "UncommittedBlocks", "Block", "Name"] => block.name = text.into_owned(),
+                    [.., "UncommittedBlocks", "Block", "Size"] => {
+                        block.size = text
+                            .parse()
+                            .map_err(|_| malformed(format!("bad block size {text:?}")))?
+                    }
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buffer.clear();
+    }
+    if !path.is_empty() {
+        return Err(malformed("block list XML ended early".into()));
+    }
+    Ok(blocks)
+}
+
 /// Exponential backoff with full jitter, capped, for at most `attempts` tries.
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
@@ -404,6 +474,28 @@ mod tests {
         assert_eq!(last.next_marker, None);
         assert!(list_page(b"<EnumerationResults><Blobs><Blob><Name>x").is_err());
         assert!(list_page(b"<EnumerationResults><Blobs><Blob><Properties><Content-Length>x</Content-Length></Properties></Blob></Blobs></EnumerationResults>").is_err());
+    }
+
+    #[test]
+    fn uncommitted_block_lists() {
+        let xml = b"<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><CommittedBlocks><Block><Name>Y29t</Name><Size>1</Size></Block></CommittedBlocks><UncommittedBlocks><Block><Name>QUFB</Name><Size>10</Size></Block><Block><Name>QkJC</Name><Size>20</Size></Block></UncommittedBlocks></BlockList>";
+        let blocks = uncommitted_blocks(xml).unwrap();
+        assert_eq!(
+            blocks,
+            vec![
+                ListedBlock {
+                    name: "QUFB".into(),
+                    size: 10
+                },
+                ListedBlock {
+                    name: "QkJC".into(),
+                    size: 20
+                },
+            ]
+        );
+        assert!(
+            uncommitted_blocks(b"<BlockList><UncommittedBlocks><Block><Size>x</Size>").is_err()
+        );
     }
 
     #[test]

@@ -344,10 +344,12 @@ impl Backend for AzureStore {
 
     async fn create(&self, key: &str, options: WriteOptions) -> Result<Box<dyn BlobWriter>> {
         check_key(key)?;
+        let ids = BlockIds::Upload(random_hex());
         Ok(Box::new(AzureWriter::new(
             self.clone(),
             self.blob_name(key),
             options,
+            ids,
         )))
     }
 
@@ -355,25 +357,104 @@ impl Backend for AzureStore {
         &self,
         key: &str,
         block_id: &str,
-        _size: Option<u64>,
+        expected_size: Option<u64>,
     ) -> Result<Box<dyn BlobWriter>> {
         check_key(key)?;
         check_block_id(block_id)?;
-        Err(Error::Invalid(
-            "multi-request block uploads are not available with the azure store yet".into(),
-        ))
+        let options = WriteOptions {
+            mode: WriteMode::Overwrite,
+            content_type: None,
+            metadata: Vec::new(),
+            expected_size,
+            expected_sha256: None,
+            max_size: None,
+            if_match: None,
+        };
+        let ids = BlockIds::Staged(staged_prefix(block_id));
+        Ok(Box::new(AzureWriter::new(
+            self.clone(),
+            self.blob_name(key),
+            options,
+            ids,
+        )))
     }
 
     async fn commit_blocks(
         &self,
         key: &str,
-        _ids: Vec<String>,
-        _options: WriteOptions,
+        block_ids: Vec<String>,
+        options: WriteOptions,
     ) -> Result<BlobInfo> {
         check_key(key)?;
-        Err(Error::Invalid(
-            "multi-request block uploads are not available with the azure store yet".into(),
-        ))
+        if options.expected_sha256.is_some() {
+            // Azure cannot read uncommitted blocks back, and the blocks were hashed
+            // by separate requests: there is nothing to check a digest against.
+            return Err(Error::Invalid(
+                "the azure store cannot verify a sha256 over blocks staged by separate requests"
+                    .into(),
+            ));
+        }
+        let name = self.blob_name(key);
+        let response = self
+            .call(
+                |now| self.inner.container.get_uncommitted_blocks(&name, now),
+                None,
+            )
+            .await?;
+        let xml = response
+            .bytes()
+            .await
+            .map_err(|e| Error::Unavailable(describe(&e)))?;
+        let staged = response::uncommitted_blocks(&xml).map_err(|e| Error::Other(e.to_string()))?;
+        let mut parts: std::collections::HashMap<String, Vec<(u64, String, u64)>> =
+            Default::default();
+        for block in staged {
+            if let Some((prefix, sub)) = parse_staged_id(&block.name) {
+                parts
+                    .entry(prefix)
+                    .or_default()
+                    .push((sub, block.name, block.size));
+            }
+        }
+        let mut azure_ids = Vec::new();
+        let mut size = 0u64;
+        for id in &block_ids {
+            check_block_id(id)?;
+            let mut blocks = parts.remove(&staged_prefix(id)).unwrap_or_default();
+            if blocks.is_empty() {
+                return Err(Error::Invalid(format!("block {id:?} is not staged")));
+            }
+            blocks.sort();
+            for (_, azure_id, block_size) in blocks {
+                azure_ids.push(azure_id);
+                size += block_size;
+            }
+        }
+        if let Some(max) = options.max_size.filter(|max| size > *max) {
+            return Err(Error::TooLarge(format!(
+                "blob is over the {max}-byte limit"
+            )));
+        }
+        verify(&options, size, "")?;
+        let properties = write_properties(&options, None);
+        let response = self
+            .call(
+                |now| {
+                    self.inner
+                        .container
+                        .put_block_list(&name, &azure_ids, &properties, now)
+                },
+                None,
+            )
+            .await?;
+        Ok(BlobInfo {
+            size,
+            etag: header_text(response.headers(), "etag"),
+            last_modified: now_unix(),
+            content_type: options.content_type.clone(),
+            sha256: None,
+            metadata: options.metadata.clone(),
+        })
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -595,6 +676,74 @@ impl Pollable for ResponseStream {
     }
 }
 
+/// How a writer names its Azure blocks. Every id of one blob has the same length
+/// (Azure requires it), whichever scheme made it.
+#[derive(Clone)]
+enum BlockIds {
+    /// A single-request upload: a random upload id, so concurrent uploads of one
+    /// key never share blocks.
+    Upload(String),
+    /// One staged block of a multi-request upload: named after the caller's block
+    /// id, so `commit-blocks` can find its parts in the uncommitted block list.
+    Staged(String),
+}
+
+impl BlockIds {
+    fn id(&self, index: usize) -> String {
+        match self {
+            BlockIds::Upload(upload) => ops::named_block_id(&format!("u{upload}-{index:010}")),
+            BlockIds::Staged(prefix) => ops::named_block_id(&format!("s{prefix}-{index:010}")),
+        }
+    }
+
+    fn publishes(&self) -> bool {
+        matches!(self, BlockIds::Upload(_))
+    }
+}
+
+/// The part of a staged block's Azure ids that names the caller's block id.
+fn staged_prefix(block_id: &str) -> String {
+    hex::encode(&Sha256::digest(block_id.as_bytes())[..16])
+}
+
+/// The caller-block prefix and part number of an Azure block id made by `BlockIds::Staged`.
+fn parse_staged_id(azure_id: &str) -> Option<(String, u64)> {
+    let name = ops::block_id_name(azure_id)?;
+    let (prefix, part) = name.strip_prefix('s')?.split_once('-')?;
+    Some((prefix.to_string(), part.parse().ok()?))
+}
+
+fn random_hex() -> String {
+    let mut id = [0u8; 8];
+    let _ = getrandom::fill(&mut id);
+    hex::encode(id)
+}
+
+fn header_text(headers: &reqwest::header::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Content type, metadata and condition of a publish.
+fn write_properties(options: &WriteOptions, sha256: Option<&str>) -> WriteProperties {
+    let mut metadata = options.metadata.clone();
+    if let Some(sha256) = sha256 {
+        metadata.push(("sha256".into(), sha256.to_string()));
+    }
+    WriteProperties {
+        content_type: options.content_type.clone(),
+        metadata,
+        condition: match (&options.mode, &options.if_match) {
+            (WriteMode::CreateOnly, _) => Condition::IfNoneExists,
+            (WriteMode::Overwrite, Some(etag)) => Condition::IfMatch(etag.clone()),
+            (WriteMode::Overwrite, None) => Condition::None,
+        },
+    }
+}
+
 /// An upload in progress: blocks go out as they fill.
 struct AzureWriter {
     store: AzureStore,
@@ -606,7 +755,7 @@ struct AzureWriter {
 }
 
 struct UploadState {
-    upload_id: String,
+    ids: BlockIds,
     buffer: BytesMut,
     hasher: Sha256,
     written: u64,
@@ -616,12 +765,10 @@ struct UploadState {
 }
 
 impl AzureWriter {
-    fn new(store: AzureStore, blob: String, options: WriteOptions) -> AzureWriter {
-        let mut id = [0u8; 8];
-        let _ = getrandom::fill(&mut id);
+    fn new(store: AzureStore, blob: String, options: WriteOptions, ids: BlockIds) -> AzureWriter {
         let slots = Arc::new(Semaphore::new(store.inner.parallel_blocks));
         let state = UploadState {
-            upload_id: hex::encode(id),
+            ids,
             buffer: BytesMut::new(),
             hasher: Sha256::new(),
             written: 0,
@@ -652,12 +799,7 @@ impl UploadStream {
     /// Sends the buffered block in the background; the caller holds a free slot.
     fn send_block(&self, state: &mut UploadState, permit: tokio::sync::OwnedSemaphorePermit) {
         let block = state.buffer.split().freeze();
-        // Unique per upload: concurrent uploads of one key never share block ids.
-        let id = ops::named_block_id(&format!(
-            "{}-{:010}",
-            state.upload_id,
-            state.block_ids.len()
-        ));
+        let id = state.ids.id(state.block_ids.len());
         state.block_ids.push(id.clone());
         let store = self.store.clone();
         let blob = self.blob.clone();
@@ -769,19 +911,35 @@ impl BlobWriter for AzureWriter {
         let sha256 = hex::encode(std::mem::take(&mut state.hasher).finalize());
         // Verified before anything becomes visible.
         verify(&self.options, state.written, &sha256)?;
-        let mut metadata = self.options.metadata.clone();
-        metadata.push(("sha256".into(), sha256.clone()));
-        let properties = WriteProperties {
-            content_type: self.options.content_type.clone(),
-            metadata,
-            condition: match (&self.options.mode, &self.options.if_match) {
-                (WriteMode::CreateOnly, _) => Condition::IfNoneExists,
-                (WriteMode::Overwrite, Some(etag)) => Condition::IfMatch(etag.clone()),
-                (WriteMode::Overwrite, None) => Condition::None,
-            },
-        };
         let blob = &self.blob;
+        let upload_rest =
+            !state.buffer.is_empty() && (!state.block_ids.is_empty() || !state.ids.publishes());
+        if upload_rest {
+            let id = state.ids.id(state.block_ids.len());
+            let block = state.buffer.split().freeze();
+            let length = block.len() as u64;
+            store
+                .call(
+                    |now| store.inner.container.put_block(blob, &id, length, now),
+                    Some(block),
+                )
+                .await?;
+            state.block_ids.push(id);
+        }
+        if !state.ids.publishes() {
+            // A staged block: stored, invisible until `commit-blocks`.
+            return Ok(BlobInfo {
+                size: state.written,
+                etag: String::new(),
+                last_modified: now_unix(),
+                content_type: None,
+                sha256: Some(sha256),
+                metadata: Vec::new(),
+            });
+        }
+        let properties = write_properties(&self.options, Some(&sha256));
         let response = if state.block_ids.is_empty() {
+            // Small enough for one request.
             let content = state.buffer.split().freeze();
             let length = content.len() as u64;
             store
@@ -796,22 +954,6 @@ impl BlobWriter for AzureWriter {
                 )
                 .await?
         } else {
-            if !state.buffer.is_empty() {
-                let id = ops::named_block_id(&format!(
-                    "{}-{:010}",
-                    state.upload_id,
-                    state.block_ids.len()
-                ));
-                let block = state.buffer.split().freeze();
-                let length = block.len() as u64;
-                store
-                    .call(
-                        |now| store.inner.container.put_block(blob, &id, length, now),
-                        Some(block),
-                    )
-                    .await?;
-                state.block_ids.push(id);
-            }
             let ids = state.block_ids.clone();
             store
                 .call(
@@ -825,12 +967,7 @@ impl BlobWriter for AzureWriter {
                 )
                 .await?
         };
-        let etag = response
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let etag = header_text(response.headers(), "etag");
         Ok(BlobInfo {
             size: state.written,
             etag,
