@@ -46,6 +46,9 @@ impl Guest for Component {
         };
         match route::route(&path) {
             Ok(route::Route::Health) => http::respond_text(out, 200, "ok"),
+            Ok(route::Route::Root) => {
+                http::respond_text(out, 200, "blobcache remote build cache; see /status")
+            }
             Ok(route::Route::Status) => protocol::status::serve(&request, out),
             Ok(route::Route::Bazel(key)) => protocol::bazel::serve(&request, out, &key),
             Ok(route::Route::Ccache(key)) => protocol::ccache::serve(&request, out, &key),

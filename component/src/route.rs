@@ -6,6 +6,8 @@ use crate::protocol::{bazel, ccache};
 /// What a request path addresses.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
+    /// `GET /`: what this is (hosts such as Azure Functions probe it for readiness).
+    Root,
     /// `GET /healthz`: liveness, answered without touching the store.
     Health,
     /// `GET /status`: version, store kind and counts, as JSON.
@@ -29,6 +31,7 @@ pub const RESERVED_ROOTS: &[&str] = &["healthz", "status", "ccache"];
 
 pub fn route(path: &CachePath<'_>) -> Result<Route, NoRoute> {
     match path.segments.as_slice() {
+        [] => Ok(Route::Root),
         ["healthz"] => Ok(Route::Health),
         ["status"] => Ok(Route::Status),
         ["ccache", rest @ ..] => ccache::parse(rest)
@@ -54,7 +57,7 @@ mod tests {
     fn fixed_endpoints() {
         assert_eq!(route_of("/healthz"), Ok(Route::Health));
         assert_eq!(route_of("/status"), Ok(Route::Status));
-        assert_eq!(route_of("/"), Err(NoRoute::Unknown));
+        assert_eq!(route_of("/"), Ok(Route::Root));
         assert_eq!(route_of("/nothing/here"), Err(NoRoute::Unknown));
     }
 

@@ -14,4 +14,4 @@ wasmtime::component::bindgen!({
     require_store_data_send: true,
 });
 
-pub use blobcache::store::types;
+pub use self::blobcache::store::types;

@@ -39,9 +39,10 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let backend = blobcache::open_store(&args).await?;
     let runtime = Runtime::new(backend.clone(), args.runtime_config())?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listen = functions_port()?.unwrap_or(args.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let status = backend.status();
     // Tests and scripts read this line to learn the port.
     println!(
@@ -51,6 +52,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         status.location
     );
     blobcache::server::serve(listener, runtime, shutdown_signal()).await
+}
+
+/// Under Azure Functions (custom handler) the host says which port to serve on.
+fn functions_port() -> anyhow::Result<Option<std::net::SocketAddr>> {
+    match std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT") {
+        Ok(port) => {
+            let port: u16 = port.trim().parse().map_err(|_| {
+                anyhow::anyhow!("FUNCTIONS_CUSTOMHANDLER_PORT {port:?} is not a port")
+            })?;
+            Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 async fn shutdown_signal() {
