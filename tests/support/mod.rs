@@ -499,6 +499,33 @@ pub fn noise_digest(seed: u64, length: u64) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// PUTs `length` pseudo-random bytes to the CAS and GETs them back, checking the
+/// digest on the way out; returns the server's peak RSS afterwards.
+pub fn large_round_trip(server: &Server, length: u64, seed: u64) -> u64 {
+    let digest = noise_digest(seed, length);
+    let path = format!("/cas/{digest}");
+    let mut connection = Connection::open(&server.addr);
+    let mut source = Noise::new(seed);
+    connection.send(
+        "PUT",
+        &path,
+        &[],
+        Body::Stream {
+            length,
+            source: &mut source,
+        },
+    );
+    let response = connection.receive(false).collect();
+    assert_eq!(response.status, 200, "{}", response.text());
+
+    let mut connection = Connection::open(&server.addr);
+    connection.send("GET", &path, &[], Body::Empty);
+    let incoming = connection.receive(false);
+    assert_eq!(incoming.status, 200);
+    assert_eq!(incoming.digest(), (length, digest));
+    server.peak_rss()
+}
+
 /// Waits until `check` holds, for at most `timeout`.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

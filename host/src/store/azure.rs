@@ -272,6 +272,14 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
+/// A (small, XML) response body, read whole.
+async fn body_bytes(response: reqwest::Response) -> Result<Bytes> {
+    response
+        .bytes()
+        .await
+        .map_err(|e| Error::Unavailable(describe(&e)))
+}
+
 fn random_unit() -> f64 {
     let mut bytes = [0u8; 8];
     let _ = getrandom::fill(&mut bytes);
@@ -361,15 +369,7 @@ impl Backend for AzureStore {
     ) -> Result<Box<dyn BlobWriter>> {
         check_key(key)?;
         check_block_id(block_id)?;
-        let options = WriteOptions {
-            mode: WriteMode::Overwrite,
-            content_type: None,
-            metadata: Vec::new(),
-            expected_size,
-            expected_sha256: None,
-            max_size: None,
-            if_match: None,
-        };
+        let options = block_options(expected_size);
         let ids = BlockIds::Staged(staged_prefix(block_id));
         Ok(Box::new(AzureWriter::new(
             self.clone(),
@@ -401,10 +401,7 @@ impl Backend for AzureStore {
                 None,
             )
             .await?;
-        let xml = response
-            .bytes()
-            .await
-            .map_err(|e| Error::Unavailable(describe(&e)))?;
+        let xml = body_bytes(response).await?;
         let staged = response::uncommitted_blocks(&xml).map_err(|e| Error::Other(e.to_string()))?;
         let mut parts: std::collections::HashMap<String, Vec<(u64, String, u64)>> =
             Default::default();
@@ -481,10 +478,7 @@ impl Backend for AzureStore {
                 None,
             )
             .await?;
-        let xml = response
-            .bytes()
-            .await
-            .map_err(|e| Error::Unavailable(describe(&e)))?;
+        let xml = body_bytes(response).await?;
         let page = response::list_page(&xml).map_err(|e| Error::Other(e.to_string()))?;
         let entries = page
             .blobs
@@ -878,9 +872,7 @@ impl Pollable for UploadStream {
 #[async_trait]
 impl BlobWriter for AzureWriter {
     fn body(&mut self) -> Result<DynOutputStream> {
-        if std::mem::replace(&mut self.body_taken, true) {
-            return Err(Error::Invalid("the writer's body was already taken".into()));
-        }
+        take_body_once(&mut self.body_taken)?;
         Ok(Box::new(UploadStream {
             store: self.store.clone(),
             blob: self.blob.clone(),
@@ -928,14 +920,7 @@ impl BlobWriter for AzureWriter {
         }
         if !state.ids.publishes() {
             // A staged block: stored, invisible until `commit-blocks`.
-            return Ok(BlobInfo {
-                size: state.written,
-                etag: String::new(),
-                last_modified: now_unix(),
-                content_type: None,
-                sha256: Some(sha256),
-                metadata: Vec::new(),
-            });
+            return Ok(block_info(state.written, sha256));
         }
         let properties = write_properties(&self.options, Some(&sha256));
         let response = if state.block_ids.is_empty() {

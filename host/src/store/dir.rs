@@ -431,15 +431,7 @@ impl Backend for DirStore {
         check_key(key)?;
         check_block_id(block_id)?;
         let path = self.block_dir(key).join(hex::encode(block_id));
-        let options = WriteOptions {
-            mode: WriteMode::Overwrite,
-            content_type: None,
-            metadata: Vec::new(),
-            expected_size,
-            expected_sha256: None,
-            max_size: None,
-            if_match: None,
-        };
+        let options = block_options(expected_size);
         self.new_writer(Target::Block(path), options)
     }
 
@@ -498,9 +490,7 @@ struct DirWriter {
 #[async_trait]
 impl BlobWriter for DirWriter {
     fn body(&mut self) -> Result<DynOutputStream> {
-        if std::mem::replace(&mut self.body_taken, true) {
-            return Err(Error::Invalid("the writer's body was already taken".into()));
-        }
+        take_body_once(&mut self.body_taken)?;
         Ok(Box::new(SinkStream::new(self.sink.clone())))
     }
 
@@ -529,14 +519,7 @@ impl BlobWriter for DirWriter {
                         file.sync_data()?;
                     }
                     store.place(temp, &path, WriteMode::Overwrite)?;
-                    Ok(BlobInfo {
-                        size: written.size,
-                        etag: etag_for(&written.sha256),
-                        last_modified: now_unix(),
-                        content_type: None,
-                        sha256: Some(written.sha256),
-                        metadata: Vec::new(),
-                    })
+                    Ok(block_info(written.size, written.sha256))
                 }
             }
         })

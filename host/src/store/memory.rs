@@ -116,15 +116,7 @@ impl Backend for MemoryStore {
     ) -> Result<Box<dyn BlobWriter>> {
         check_key(key)?;
         check_block_id(block_id)?;
-        let options = WriteOptions {
-            mode: WriteMode::Overwrite,
-            content_type: None,
-            metadata: Vec::new(),
-            expected_size,
-            expected_sha256: None,
-            max_size: None,
-            if_match: None,
-        };
+        let options = block_options(expected_size);
         let target = Target::Block(key.to_string(), block_id.to_string());
         Ok(Box::new(MemoryWriter::new(self.clone(), target, options)))
     }
@@ -235,9 +227,7 @@ impl MemoryWriter {
 #[async_trait]
 impl BlobWriter for MemoryWriter {
     fn body(&mut self) -> Result<DynOutputStream> {
-        if std::mem::replace(&mut self.body_taken, true) {
-            return Err(Error::Invalid("the writer's body was already taken".into()));
-        }
+        take_body_once(&mut self.body_taken)?;
         Ok(Box::new(SinkStream::new(self.sink.clone())))
     }
 
@@ -256,14 +246,7 @@ impl BlobWriter for MemoryWriter {
             }
             Target::Block(key, id) => {
                 verify(&self.options, written.size, &written.sha256)?;
-                let info = BlobInfo {
-                    size: written.size,
-                    etag: etag_for(&written.sha256),
-                    last_modified: now_unix(),
-                    content_type: None,
-                    sha256: Some(written.sha256),
-                    metadata: Vec::new(),
-                };
+                let info = block_info(written.size, written.sha256);
                 self.store
                     .inner
                     .blocks

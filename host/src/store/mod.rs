@@ -109,6 +109,39 @@ pub fn check_block_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Write options of a staged block: only its size may be checked.
+pub fn block_options(expected_size: Option<u64>) -> WriteOptions {
+    WriteOptions {
+        mode: WriteMode::Overwrite,
+        content_type: None,
+        metadata: Vec::new(),
+        expected_size,
+        expected_sha256: None,
+        max_size: None,
+        if_match: None,
+    }
+}
+
+/// What `finish` reports for a staged (not yet visible) block.
+pub fn block_info(size: u64, sha256: String) -> BlobInfo {
+    BlobInfo {
+        size,
+        etag: etag_for(&sha256),
+        last_modified: now_unix(),
+        content_type: None,
+        sha256: Some(sha256),
+        metadata: Vec::new(),
+    }
+}
+
+/// Writers hand out their body stream once.
+pub fn take_body_once(taken: &mut bool) -> Result<()> {
+    if std::mem::replace(taken, true) {
+        return Err(Error::Invalid("the writer's body was already taken".into()));
+    }
+    Ok(())
+}
+
 /// Checks a finished upload against its options (size, digest).
 pub fn verify(options: &WriteOptions, size: u64, sha256: &str) -> Result<()> {
     if let Some(expected) = options.expected_size {
