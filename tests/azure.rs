@@ -146,6 +146,17 @@ async fn azure_specific_store_behaviour() {
         Some(digest.as_str())
     );
 
+    // Only a digest the store computed is reported as the blob's sha256.
+    let mut forged = options(WriteMode::Overwrite);
+    forged.metadata.push(("sha256".into(), "0".repeat(64)));
+    write_blob(&store, "a/forged", b"real", forged)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.head("a/forged").await.unwrap().sha256,
+        Some(sha256_hex(b"real"))
+    );
+
     // A size limit stops the upload as bytes arrive.
     let mut limited = options(WriteMode::Overwrite);
     limited.max_size = Some(100_000);

@@ -184,9 +184,10 @@ impl Container {
             headers.push((http::header::IF_MATCH, etag.to_string()));
         }
         if let Some((offset, length)) = range {
+            // Callers answer zero-length reads themselves: Azure has no empty range.
             let value = match length {
                 Some(0) | None => format!("bytes={offset}-"),
-                Some(length) => format!("bytes={offset}-{}", offset + length - 1),
+                Some(length) => format!("bytes={offset}-{}", offset.saturating_add(length - 1)),
             };
             headers.push((HeaderName::from_static("x-ms-range"), value));
         }

@@ -52,6 +52,8 @@ impl AzureError {
             return ErrorKind::Transient;
         }
         match (self.status, self.code.as_str()) {
+            // A missing container is a broken deployment, not a cache miss.
+            (404, "ContainerNotFound") => ErrorKind::Other,
             (404, _) => ErrorKind::NotFound,
             (409, "BlobAlreadyExists" | "ContainerAlreadyExists") => ErrorKind::AlreadyExists,
             (412, _) | (409, "ConditionNotMet") => ErrorKind::PreconditionFailed,
@@ -394,6 +396,12 @@ mod tests {
             ("BlobNotFound", "The specified blob does not exist.")
         );
         assert_eq!(e.kind(), ErrorKind::NotFound);
+        let container = error(
+            404,
+            &http::HeaderMap::new(),
+            b"<Error><Code>ContainerNotFound</Code></Error>",
+        );
+        assert_eq!(container.kind(), ErrorKind::Other);
 
         let mut headers = http::HeaderMap::new();
         headers.insert("x-ms-error-code", "AuthenticationFailed".parse().unwrap());

@@ -159,6 +159,9 @@ pub enum ReceiveError {
     /// The store's stream failed (too large, disk full, backend error). The
     /// writer's `finish` returns the reason and publishes nothing.
     Store,
+    /// The store's stream closed before the body ended; the writer is dropped
+    /// unfinished (a partial upload must not be published).
+    SinkClosed,
     /// The store could not open the upload stream; the writer is dropped unfinished.
     NoStream(crate::bindings::blobcache::store::types::Error),
 }
@@ -172,16 +175,24 @@ pub fn receive_body(request: &IncomingRequest, writer: &Writer) -> Result<u64, R
         .stream()
         .map_err(|()| ReceiveError::Client("request body unavailable".into()))?;
     let sink = writer.body().map_err(ReceiveError::NoStream)?;
-    let result = splice_all(&source, &sink).map_err(|error| {
+    let result = match splice_all(&source, &sink) {
+        // "Closed" ends the splice whichever side closed: only a sink that is
+        // still open proves the request body really ended.
+        Ok(n) => match sink.check_write() {
+            Ok(_) => Ok(n),
+            Err(StreamError::LastOperationFailed(_)) => Err(ReceiveError::Store),
+            Err(StreamError::Closed) => Err(ReceiveError::SinkClosed),
+        },
         // Only the store's own stream can say it failed; anything else is the
         // client's body, whatever error it carries.
-        match sink.check_write() {
-            Err(StreamError::LastOperationFailed(_)) => ReceiveError::Store,
-            Ok(_) | Err(StreamError::Closed) => {
-                ReceiveError::Client(format!("request body failed: {}", error.to_debug_string()))
-            }
-        }
-    });
+        Err(error) => match sink.check_write() {
+            Err(StreamError::LastOperationFailed(_)) => Err(ReceiveError::Store),
+            Ok(_) | Err(StreamError::Closed) => Err(ReceiveError::Client(format!(
+                "request body failed: {}",
+                error.to_debug_string()
+            ))),
+        },
+    };
     drop(sink);
     drop(source);
     drop(wasip2::http::types::IncomingBody::finish(body));

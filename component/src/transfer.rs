@@ -75,6 +75,9 @@ pub fn receive_blob(
         Ok(_) => {}
         Err(ReceiveError::Client(reason)) => return http::respond_text(out, 400, &reason),
         Err(ReceiveError::NoStream(e)) => return respond_error(out, &e),
+        Err(ReceiveError::SinkClosed) => {
+            return http::respond_text(out, 500, "the store closed the upload stream early")
+        }
         // The writer recorded why its stream failed; `finish` reports it and
         // publishes nothing.
         Err(ReceiveError::Store) => {

@@ -237,9 +237,10 @@ impl Azurite {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("starting azurite-blob");
+            // Something answering on the port is not enough: another server may
+            // have taken it first (then Azurite exits). Azurite names itself.
             let up = eventually(Duration::from_secs(20), || {
-                TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    || child.try_wait().unwrap().is_some()
+                child.try_wait().unwrap().is_some() || answers_as_azurite(port)
             });
             if up && child.try_wait().unwrap().is_none() {
                 return Azurite { child, port };
@@ -261,6 +262,22 @@ impl Azurite {
             self.endpoint()
         )
     }
+}
+
+fn answers_as_azurite(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let probe = b"GET /devstoreaccount1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    if stream.write_all(probe).is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.take(4096).read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer)
+        .to_ascii_lowercase()
+        .contains("server: azurite")
 }
 
 impl Drop for Azurite {
