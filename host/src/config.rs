@@ -66,7 +66,7 @@ pub struct ServeArgs {
     pub max_blob_size: u64,
 
     /// Skip fsync before publishing to the directory store: faster, but a power loss
-    /// may lose recent entries (never expose partial ones).
+    /// may lose recent entries (a file cut short fails its trailer check and reads as absent).
     #[arg(long, env = "BLOBCACHE_NO_FSYNC")]
     pub no_fsync: bool,
 
