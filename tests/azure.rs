@@ -480,6 +480,67 @@ fn a_download_cut_mid_body_is_resumed() {
     );
 }
 
+/// A blob replaced between the cut and the resume: the resume is pinned to the
+/// old version (If-Match), so the client gets an aborted response carrying only
+/// old bytes, never a splice of two versions.
+#[test]
+fn a_resume_never_splices_two_versions() {
+    let azurite = Azurite::start();
+    let proxy = FaultProxy::start(azurite.port);
+    let server = server_behind(&proxy);
+    let old = noise(1, 3 << 20);
+    let new = noise(2, 3 << 20);
+    assert_eq!(server.put("/ccache/changing", &old).status, 200);
+    let work = tempfile::tempdir().unwrap();
+    let replacement = work.path().join("new");
+    std::fs::write(&replacement, &new).unwrap();
+    let connection_string = azurite.connection_string();
+    let gets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = gets.clone();
+    proxy.set_rule(move |request| {
+        if request.method != "GET" {
+            return None;
+        }
+        match counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => Some(Fault::CutBody),
+            1 => {
+                // Replace the blob straight in Azurite before the resume goes out.
+                let status = Command::new("node")
+                    .arg(support::repo_root().join("tests/sdk/blob.mjs"))
+                    .args(["upload", &connection_string, CONTAINER, "ccache/changing"])
+                    .arg(&replacement)
+                    .current_dir(support::repo_root())
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                None
+            }
+            _ => None,
+        }
+    });
+    let mut connection = Connection::open(&server.addr);
+    connection.send("GET", "/ccache/changing", &[], Body::Empty);
+    let incoming = connection.receive(false);
+    assert_eq!(incoming.status, 200);
+    let received = incoming.read_until_close();
+    assert!(
+        received.len() < old.len(),
+        "the response should have been aborted, got all {} bytes",
+        received.len()
+    );
+    assert!(
+        old.starts_with(&received),
+        "bytes of another version were spliced in"
+    );
+    assert!(
+        gets.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "no resume was attempted"
+    );
+    // The new version is served whole afterwards.
+    proxy.set_rule(|_| None);
+    assert!(server.get("/ccache/changing").body == new);
+}
+
 /// When Azure keeps failing, clients get a clean 503 with a reason, the server
 /// keeps serving, and nothing partial ever becomes readable.
 #[test]

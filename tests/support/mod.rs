@@ -447,6 +447,23 @@ impl Incoming<'_> {
         }
     }
 
+    /// Reads what arrives of the body until it is complete or the connection closes.
+    pub fn read_until_close(mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut buffer = vec![0; 1 << 16];
+        while self.remaining > 0 {
+            let want = buffer.len().min(self.remaining as usize);
+            match self.reader.read(&mut buffer[..want]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    body.extend_from_slice(&buffer[..n]);
+                    self.remaining -= n as u64;
+                }
+            }
+        }
+        body
+    }
+
     /// Reads the body in chunks: its length and sha256, without keeping it.
     pub fn digest(mut self) -> (u64, String) {
         let mut hasher = Sha256::new();
