@@ -1,8 +1,8 @@
 //! Native store backends behind `blobcache:store`.
 //!
 //! [`Backend`] is the native face of the WIT interface: [`dir`] (the default) keeps
-//! blobs in a local directory, [`memory`] in process memory. [`host_impl`] binds a
-//! backend to the component. Shared pieces live here once: key rules, the verifying
+//! blobs in a local directory, [`memory`] in process memory, [`azure`] in Azure Blob
+//! Storage. [`host_impl`] binds a backend to the component. Shared pieces live here once: key rules, the verifying
 //! sink every writer streams into, and the readers.
 
 pub mod azure;
