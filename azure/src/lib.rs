@@ -10,6 +10,7 @@
 //! (`tests/vectors/`) and against Azurite.
 
 pub mod account;
+pub mod layout;
 pub mod ops;
 pub mod response;
 pub mod signing;

@@ -1,7 +1,9 @@
 //! Moving requests and responses between wasi:http and the store.
 //!
 //! Bodies are spliced: the host moves bytes from one stream to the other, so a blob
-//! never enters guest memory and memory per transfer stays bounded.
+//! never enters guest memory and memory per transfer stays bounded. Uploads to a
+//! store that takes chunks instead of a stream (a store component) are copied in
+//! bounded chunks.
 
 use wasip2::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -12,6 +14,8 @@ use crate::bindings::blobcache::store::types::{BlobInfo, Writer};
 
 /// Most bytes asked for per splice; the streams' own permits usually bound it lower.
 const SPLICE_CHUNK: u64 = 4 << 20;
+/// Most bytes read per chunk when a store takes content through `write`.
+const COPY_CHUNK: u64 = 256 << 10;
 
 /// Answers with a short text body (error reasons, `ok`). Reasons stay one line.
 pub fn respond_text(out: ResponseOutparam, status: u16, text: &str) {
@@ -174,8 +178,19 @@ pub fn receive_body(request: &IncomingRequest, writer: &Writer) -> Result<u64, R
     let source = body
         .stream()
         .map_err(|()| ReceiveError::Client("request body unavailable".into()))?;
-    let sink = writer.body().map_err(ReceiveError::NoStream)?;
-    let result = match splice_all(&source, &sink) {
+    let result = match writer.body() {
+        Ok(Some(sink)) => splice_into(&source, sink),
+        Ok(None) => copy_into(&source, writer),
+        Err(e) => Err(ReceiveError::NoStream(e)),
+    };
+    drop(source);
+    drop(wasip2::http::types::IncomingBody::finish(body));
+    result
+}
+
+/// Splices the body into the store's stream: bytes move host to host.
+fn splice_into(source: &InputStream, sink: OutputStream) -> Result<u64, ReceiveError> {
+    match splice_all(source, &sink) {
         // "Closed" ends the splice whichever side closed: only a sink that is
         // still open proves the request body really ended.
         Ok(n) => match sink.check_write() {
@@ -192,11 +207,30 @@ pub fn receive_body(request: &IncomingRequest, writer: &Writer) -> Result<u64, R
                 error.to_debug_string()
             ))),
         },
-    };
-    drop(sink);
-    drop(source);
-    drop(wasip2::http::types::IncomingBody::finish(body));
-    result
+    }
+}
+
+/// Copies the body into a store that takes chunks (`writer.write`): a store
+/// component cannot hand out a stream, so the bytes pass through guest memory.
+fn copy_into(source: &InputStream, writer: &Writer) -> Result<u64, ReceiveError> {
+    let mut total = 0;
+    loop {
+        match source.blocking_read(COPY_CHUNK) {
+            Ok(chunk) => {
+                let length = chunk.len() as u64;
+                // The writer records why it failed; `finish` reports it.
+                writer.write(&chunk).map_err(|_| ReceiveError::Store)?;
+                total += length;
+            }
+            Err(StreamError::Closed) => return Ok(total),
+            Err(StreamError::LastOperationFailed(error)) => {
+                return Err(ReceiveError::Client(format!(
+                    "request body failed: {}",
+                    error.to_debug_string()
+                )))
+            }
+        }
+    }
 }
 
 fn splice_all(source: &InputStream, sink: &OutputStream) -> Result<u64, wasip2::io::error::Error> {

@@ -14,19 +14,56 @@ type Wit<T> = wasmtime::Result<Result<T, Error>>;
 impl types::Host for RequestState {}
 
 impl types::HostWriter for RequestState {
-    async fn body(&mut self, writer: Resource<PendingWrite>) -> Wit<Resource<DynOutputStream>> {
-        let stream = match self.table.get_mut(&writer)?.writer.body() {
+    async fn body(
+        &mut self,
+        writer: Resource<PendingWrite>,
+    ) -> Wit<Option<Resource<DynOutputStream>>> {
+        let pending = self.table.get_mut(&writer)?;
+        if pending.chunks.is_some() {
+            return Ok(Err(Error::Invalid(
+                "the writer is already fed through write".into(),
+            )));
+        }
+        let stream = match pending.writer.body() {
             Ok(stream) => self.progress.wrap_output(stream),
             Err(e) => return Ok(Err(e)),
         };
         // A child of the writer: the writer cannot finish while its stream lives.
-        Ok(Ok(self.table.push_child(stream, &writer)?))
+        Ok(Ok(Some(self.table.push_child(stream, &writer)?)))
+    }
+
+    async fn write(&mut self, writer: Resource<PendingWrite>, chunk: Vec<u8>) -> Wit<()> {
+        let pending = self.table.get_mut(&writer)?;
+        let stream = match &mut pending.chunks {
+            Some(stream) => stream,
+            None => match pending.writer.body() {
+                Ok(stream) => pending.chunks.insert(self.progress.wrap_output(stream)),
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        let mut rest = bytes::Bytes::from(chunk);
+        while !rest.is_empty() {
+            let written = match stream.check_write() {
+                Ok(0) => {
+                    stream.ready().await;
+                    continue;
+                }
+                Ok(permit) => stream.write(rest.split_to(permit.min(rest.len()))),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                // The writer recorded the cause; `finish` returns it.
+                return Ok(Err(Error::Other(format!("upload failed: {e}"))));
+            }
+        }
+        Ok(Ok(()))
     }
 
     async fn finish(&mut self, writer: Resource<PendingWrite>) -> Wit<BlobInfo> {
-        let pending = self.table.delete(writer)?;
+        let PendingWrite { writer, chunks } = self.table.delete(writer)?;
+        drop(chunks);
         let _busy = self.progress.store_call();
-        Ok(pending.writer.finish().await)
+        Ok(writer.finish().await)
     }
 
     async fn drop(&mut self, writer: Resource<PendingWrite>) -> wasmtime::Result<()> {
@@ -64,7 +101,7 @@ impl store::Host for RequestState {
     async fn create(&mut self, key: String, options: WriteOptions) -> Wit<Resource<PendingWrite>> {
         let _busy = self.progress.store_call();
         match self.backend.create(&key, options).await {
-            Ok(writer) => Ok(Ok(self.table.push(PendingWrite { writer })?)),
+            Ok(writer) => Ok(Ok(self.table.push(PendingWrite::new(writer))?)),
             Err(e) => Ok(Err(e)),
         }
     }
@@ -81,7 +118,7 @@ impl store::Host for RequestState {
             .stage_block(&key, &block_id, expected_size)
             .await
         {
-            Ok(writer) => Ok(Ok(self.table.push(PendingWrite { writer })?)),
+            Ok(writer) => Ok(Ok(self.table.push(PendingWrite::new(writer))?)),
             Err(e) => Ok(Err(e)),
         }
     }

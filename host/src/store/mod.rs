@@ -62,51 +62,33 @@ pub trait BlobWriter: Send + Sync {
 /// The `writer` resource held in the component's resource table.
 pub struct PendingWrite {
     pub(crate) writer: Box<dyn BlobWriter>,
+    /// The body stream that `write` feeds, taken on its first call.
+    pub(crate) chunks: Option<DynOutputStream>,
+}
+
+impl PendingWrite {
+    pub(crate) fn new(writer: Box<dyn BlobWriter>) -> PendingWrite {
+        PendingWrite {
+            writer,
+            chunks: None,
+        }
+    }
 }
 
 pub type SharedBackend = Arc<dyn Backend>;
 
-/// Longest key, in bytes.
-pub const MAX_KEY_LEN: usize = 1024;
-/// Longest block id, in bytes.
-pub const MAX_BLOCK_ID_LEN: usize = 64;
+pub use blobcache_azure::layout::{MAX_BLOCK_ID_LEN, MAX_KEY_LEN};
 
 /// Keys are `/`-separated segments of `[A-Za-z0-9._~:+=@-]`, none empty, `.` or `..`.
 /// The component checks the same rules; stores check again so no caller can
 /// address anything outside the store.
 pub fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(Error::Invalid(format!(
-            "key must be 1 to {MAX_KEY_LEN} bytes"
-        )));
-    }
-    for segment in key.split('/') {
-        if segment.is_empty() || segment == "." || segment == ".." {
-            return Err(Error::Invalid(format!(
-                "key {key:?} has an empty, . or .. segment"
-            )));
-        }
-        if !segment.chars().all(is_key_char) {
-            return Err(Error::Invalid(format!(
-                "key {key:?} has a character outside [A-Za-z0-9._~:+=@-]"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn is_key_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | ':' | '+' | '=' | '@' | '-')
+    blobcache_azure::layout::check_key(key).map_err(Error::Invalid)
 }
 
 /// Block ids: 1 to 64 bytes of printable ASCII (Azure's ids are base64).
 pub fn check_block_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > MAX_BLOCK_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::Invalid(format!(
-            "block id must be 1 to {MAX_BLOCK_ID_LEN} bytes of printable ASCII"
-        )));
-    }
-    Ok(())
+    blobcache_azure::layout::check_block_id(id).map_err(Error::Invalid)
 }
 
 /// Write options of a staged block: only its size may be checked.
@@ -168,20 +150,11 @@ pub fn etag_for(sha256: &str) -> String {
 
 /// The part of a blob of `size` bytes that `range` selects, as `(start, end)`.
 pub fn resolve_range(range: Option<ByteRange>, size: u64) -> Result<(u64, u64)> {
-    let Some(range) = range else {
-        return Ok((0, size));
-    };
-    if range.offset > size {
-        return Err(Error::Invalid(format!(
-            "range starts at {} but the blob has {size} bytes",
-            range.offset
-        )));
+    match range {
+        None => Ok((0, size)),
+        Some(range) => blobcache_azure::layout::resolve_range(range.offset, range.length, size)
+            .map_err(Error::Invalid),
     }
-    let end = match range.length {
-        Some(length) => range.offset.saturating_add(length).min(size),
-        None => size,
-    };
-    Ok((range.offset, end))
 }
 
 pub fn now_unix() -> u64 {

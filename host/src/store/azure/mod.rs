@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use blobcache_azure::layout::{self, StoredBlob};
 use blobcache_azure::ops::{Body, Container, Operation};
 use blobcache_azure::response::{self, AzureError, ErrorKind, RetryPolicy};
 use blobcache_azure::{Account, ConfigError};
@@ -17,7 +18,7 @@ use wasmtime_wasi::p2::DynInputStream;
 
 use super::*;
 use download::{Download, ResponseStream};
-use upload::{AzureWriter, BlockIds};
+use upload::AzureWriter;
 
 /// How to reach the container.
 #[derive(Clone, Debug)]
@@ -244,25 +245,14 @@ impl AzureStore {
     }
 
     fn info(properties: response::BlobProperties) -> BlobInfo {
-        let sha256 = properties
-            .metadata
-            .iter()
-            .find(|(k, _)| k == "sha256")
-            .map(|(_, v)| v.clone());
-        let metadata = properties
-            .metadata
-            .into_iter()
-            .filter(|(k, _)| k != "sha256")
-            .collect();
+        let blob = StoredBlob::from(properties);
         BlobInfo {
-            size: properties.size,
-            etag: properties.etag,
-            last_modified: properties.last_modified,
-            content_type: properties
-                .content_type
-                .filter(|t| t != "application/octet-stream"),
-            sha256,
-            metadata,
+            size: blob.size,
+            etag: blob.etag,
+            last_modified: blob.last_modified,
+            content_type: blob.content_type,
+            sha256: blob.sha256,
+            metadata: blob.metadata,
         }
     }
 }
@@ -375,7 +365,7 @@ impl Backend for AzureStore {
             self.clone(),
             self.blob_name(key),
             options,
-            BlockIds::upload()?,
+            upload::upload_ids()?,
         )))
     }
 
@@ -387,7 +377,7 @@ impl Backend for AzureStore {
     ) -> Result<Box<dyn BlobWriter>> {
         check_key(key)?;
         check_block_id(block_id)?;
-        let ids = BlockIds::staged(block_id)?;
+        let ids = upload::staged_ids(block_id)?;
         Ok(Box::new(AzureWriter::new(
             self.clone(),
             self.blob_name(key),
@@ -425,19 +415,10 @@ impl Backend for AzureStore {
             Err(CallError::Service(e)) if e.kind() == ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        let mut stagings = upload::complete_stagings(staged);
-        let mut azure_ids = Vec::new();
-        let mut size = 0u64;
         for id in &block_ids {
             check_block_id(id)?;
-            let parts = stagings
-                .remove(&upload::staged_prefix(id))
-                .ok_or_else(|| Error::Invalid(format!("block {id:?} is not staged")))?;
-            for (azure_id, part_size) in parts {
-                azure_ids.push(azure_id);
-                size += part_size;
-            }
         }
+        let (azure_ids, size) = layout::assemble(staged, &block_ids).map_err(Error::Invalid)?;
         if let Some(max) = options.max_size.filter(|max| size > *max) {
             return Err(Error::TooLarge(format!(
                 "blob is over the {max}-byte limit"

@@ -7,13 +7,13 @@
 //! final part can be marked as such: `commit-blocks` then takes only complete
 //! stagings, never leftovers of a failed or superseded one.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use blobcache_azure::ops::{self, Condition, WriteProperties};
-use blobcache_azure::response::{ErrorKind, ListedBlock};
+use blobcache_azure::layout::{self, BlockIds};
+use blobcache_azure::ops::{Condition, WriteProperties};
+use blobcache_azure::response::ErrorKind;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -22,135 +22,32 @@ use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, St
 use super::{header_text, AzureStore, CallError};
 use crate::store::*;
 
-/// How a writer names its Azure blocks. Every id is a name of at most 64 bytes,
-/// padded, so all ids of one blob have the same length, as Azure requires.
-#[derive(Clone)]
-pub(super) enum BlockIds {
-    /// A single-request upload: a random upload id, so concurrent uploads of
-    /// one key never share blocks.
-    Upload { upload: String },
-    /// One staged block: the caller's block id (hashed), a nonce that orders
-    /// re-stagings of the same id, and the part number; the last part is marked.
-    Staged { prefix: String, nonce: String },
+/// Block ids for a single-request upload.
+pub(super) fn upload_ids() -> Result<BlockIds> {
+    Ok(BlockIds::upload(random_bytes()?))
 }
 
-impl BlockIds {
-    pub(super) fn upload() -> Result<BlockIds> {
-        Ok(BlockIds::Upload {
-            upload: random_hex(8)?,
-        })
-    }
-
-    pub(super) fn staged(block_id: &str) -> Result<BlockIds> {
-        let millis = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        // Time first, so the newest staging sorts last; random bits break ties.
-        let nonce = format!("{:012x}{}", millis & 0xffff_ffff_ffff, random_hex(2)?);
-        Ok(BlockIds::Staged {
-            prefix: staged_prefix(block_id),
-            nonce,
-        })
-    }
-
-    fn id(&self, index: usize, last: bool) -> String {
-        match self {
-            BlockIds::Upload { upload } => ops::named_block_id(&format!("u{upload}-{index:08}")),
-            BlockIds::Staged { prefix, nonce } => {
-                let mark = if last { 'L' } else { 'P' };
-                ops::named_block_id(&format!("s{prefix}{nonce}{index:08}{mark}"))
-            }
-        }
-    }
-
-    fn publishes(&self) -> bool {
-        matches!(self, BlockIds::Upload { .. })
-    }
+/// Block ids for one staging of `block_id`.
+pub(super) fn staged_ids(block_id: &str) -> Result<BlockIds> {
+    let millis = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Ok(BlockIds::staged(block_id, millis, random_bytes()?))
 }
 
-/// The part of a staged block's Azure ids that names the caller's block id.
-pub(super) fn staged_prefix(block_id: &str) -> String {
-    hex::encode(&Sha256::digest(block_id.as_bytes())[..16])
-}
-
-/// The newest complete staging of each caller block id, as Azure block ids in
-/// order with their sizes. A staging is complete when its parts run from 0 to a
-/// part marked last, without gaps.
-/// A staged part: index, whether it is the last, Azure block id, size.
-type Part = (u64, bool, String, u64);
-
-pub(super) fn complete_stagings(blocks: Vec<ListedBlock>) -> HashMap<String, Vec<(String, u64)>> {
-    // prefix -> nonce -> (index, last, azure id, size)
-    let mut stagings: HashMap<String, HashMap<String, Vec<Part>>> = HashMap::new();
-    for block in blocks {
-        let Some(name) = ops::block_id_name(&block.name) else {
-            continue;
-        };
-        let Some(rest) = name
-            .strip_prefix('s')
-            .filter(|r| r.len() == 32 + 16 + 8 + 1)
-        else {
-            continue;
-        };
-        let (prefix, rest) = rest.split_at(32);
-        let (nonce, rest) = rest.split_at(16);
-        let (index, mark) = rest.split_at(8);
-        let Ok(index) = index.parse::<u64>() else {
-            continue;
-        };
-        stagings
-            .entry(prefix.to_string())
-            .or_default()
-            .entry(nonce.to_string())
-            .or_default()
-            .push((index, mark == "L", block.name, block.size));
-    }
-    let mut complete = HashMap::new();
-    for (prefix, by_nonce) in stagings {
-        let mut nonces: Vec<_> = by_nonce.into_iter().collect();
-        nonces.sort_by(|a, b| b.0.cmp(&a.0));
-        for (_, mut parts) in nonces {
-            parts.sort();
-            let contiguous = parts.iter().enumerate().all(|(i, part)| part.0 == i as u64);
-            let ends_marked =
-                parts.last().is_some_and(|p| p.1) && parts.iter().filter(|p| p.1).count() == 1;
-            if contiguous && ends_marked {
-                complete.insert(
-                    prefix,
-                    parts
-                        .into_iter()
-                        .map(|(_, _, id, size)| (id, size))
-                        .collect(),
-                );
-                break;
-            }
-        }
-    }
-    complete
-}
-
-fn random_hex(bytes: usize) -> Result<String> {
-    let mut random = vec![0u8; bytes];
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut random = [0u8; N];
     getrandom::fill(&mut random)
         .map_err(|e| Error::Other(format!("no randomness for block ids: {e}")))?;
-    Ok(hex::encode(random))
+    Ok(random)
 }
 
 /// Content type, metadata (with our verified digest, never a caller's) and condition.
 pub(super) fn write_properties(options: &WriteOptions, sha256: Option<&str>) -> WriteProperties {
-    let mut metadata: Vec<(String, String)> = options
-        .metadata
-        .iter()
-        .filter(|(k, _)| !k.eq_ignore_ascii_case("sha256"))
-        .cloned()
-        .collect();
-    if let Some(sha256) = sha256 {
-        metadata.push(("sha256".into(), sha256.to_string()));
-    }
     WriteProperties {
         content_type: options.content_type.clone(),
-        metadata,
+        metadata: layout::metadata_with_digest(&options.metadata, sha256),
         condition: match (&options.mode, &options.if_match) {
             (WriteMode::CreateOnly, _) => Condition::IfNoneExists,
             (WriteMode::Overwrite, Some(etag)) => Condition::IfMatch(etag.clone()),
