@@ -1,8 +1,15 @@
-//! Builds the cache component (`component/`, for `wasm32-wasip2`) so that a plain
-//! `cargo build` of the host produces a binary that embeds it. The nested build
-//! uses its own target directory, which avoids waiting on the outer build's lock.
+//! Builds the wasm parts, so that a plain `cargo build` makes everything:
+//!
+//! - the cache component (`component/`), which the host binary embeds;
+//! - the Azure store component (`adapter/`), plain and with Spin variables;
+//! - the composed components, cache + Azure store in one, whose imports are
+//!   only WASI: `target/wasm/blobcache.wasm` (`wasmtime serve`, any wasi:http
+//!   host) and `target/wasm/blobcache-spin.wasm` (Spin, see `spin.toml`).
+//!
+//! The nested builds use their own target directory, which avoids waiting on the
+//! outer build's lock.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
@@ -11,6 +18,10 @@ fn main() {
     for watched in [
         "component/src",
         "component/Cargo.toml",
+        "adapter/src",
+        "adapter/Cargo.toml",
+        "azure/src",
+        "azure/Cargo.toml",
         "wit",
         "Cargo.lock",
         ".cargo/config.toml",
@@ -22,36 +33,84 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
 
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+    let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
-        .join("component");
+        .unwrap_or_else(|| workspace.join("target"));
+    let nested = target.join("component");
+    let release = nested.join("wasm32-wasip2/release");
+
+    build_wasm(&workspace, &nested, "blobcache-component", &[]);
+    let cache = release.join("blobcache_component.wasm");
+    println!(
+        "cargo:rustc-env=BLOBCACHE_COMPONENT_WASM={}",
+        cache.display()
+    );
+
+    let out = target.join("wasm");
+    std::fs::create_dir_all(&out).expect("creating target/wasm");
+    let cache_bytes = std::fs::read(&cache).expect("reading the cache component");
+    for (features, name) in [(&[][..], "blobcache"), (&["spin"][..], "blobcache-spin")] {
+        build_wasm(&workspace, &nested, "blobcache-adapter", features);
+        let adapter = std::fs::read(release.join("blobcache_adapter.wasm"))
+            .expect("reading the Azure store component");
+        std::fs::write(out.join(format!("{name}-azure-store.wasm")), &adapter)
+            .expect("writing the Azure store component");
+        let composed = compose(&cache_bytes, &adapter);
+        let path = out.join(format!("{name}.wasm"));
+        std::fs::write(&path, composed).expect("writing the composed component");
+        let variable = format!("{}_WASM", name.replace('-', "_").to_uppercase());
+        println!("cargo:rustc-env={variable}={}", path.display());
+    }
+}
+
+/// `cargo build --release --target wasm32-wasip2 -p <package>`.
+fn build_wasm(workspace: &Path, target_dir: &Path, package: &str, features: &[&str]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&workspace)
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace)
         .args([
             "build",
             "--release",
             "--target",
             "wasm32-wasip2",
             "-p",
-            "blobcache-component",
+            package,
         ])
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(target_dir)
         // The host's own flags are not meant for the wasm target.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .status()
-        .expect("failed to run cargo to build the component");
+        .env_remove("RUSTFLAGS");
+    if !features.is_empty() {
+        command.arg("--features").arg(features.join(","));
+    }
+    let status = command.status().expect("failed to run cargo to build wasm");
     assert!(
         status.success(),
-        "building the component failed; is the wasm32-wasip2 target installed? \
+        "building {package} failed; is the wasm32-wasip2 target installed? \
          (`rustup target add wasm32-wasip2`)"
     );
-    let wasm = target_dir.join("wasm32-wasip2/release/blobcache_component.wasm");
-    println!(
-        "cargo:rustc-env=BLOBCACHE_COMPONENT_WASM={}",
-        wasm.display()
-    );
+}
+
+/// Plugs the store component's exports into the cache component's imports (what
+/// `wac plug` does), leaving only the WASI imports both share.
+fn compose(cache: &[u8], store: &[u8]) -> Vec<u8> {
+    use wac_graph::{types::Package, CompositionGraph, EncodeOptions};
+    let mut graph = CompositionGraph::new();
+    let socket = Package::from_bytes("blobcache:cache", None, cache.to_vec(), graph.types_mut())
+        .expect("parsing the cache component");
+    let socket = graph.register_package(socket).unwrap();
+    let plug = Package::from_bytes(
+        "blobcache:azure-store",
+        None,
+        store.to_vec(),
+        graph.types_mut(),
+    )
+    .expect("parsing the Azure store component");
+    let plug = graph.register_package(plug).unwrap();
+    wac_graph::plug(&mut graph, vec![plug], socket).expect("composing cache and store");
+    graph
+        .encode(EncodeOptions::default())
+        .expect("encoding the composed component")
 }

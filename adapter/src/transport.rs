@@ -1,0 +1,357 @@
+//! Sends the `azure` crate's signed requests over outgoing wasi:http, with
+//! timeouts and the same retry policy as the native host.
+//!
+//! wasi:http is synchronous here: a request is started, its body written, and its
+//! answer awaited by blocking on pollables, each wait bounded by a deadline.
+
+use std::cell::RefCell;
+use std::time::{Duration, SystemTime};
+
+use blobcache_azure::ops::{Body, Operation};
+use blobcache_azure::response::{self, AzureError, RetryPolicy};
+use wasip2::clocks::monotonic_clock;
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{
+    Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method, OutgoingBody,
+    OutgoingRequest, RequestOptions, Scheme,
+};
+use wasip2::io::poll::{self, Pollable};
+use wasip2::io::streams::{InputStream, OutputStream, StreamError};
+
+/// Largest error or XML body read whole (listings are the largest).
+const MAX_SMALL_BODY: usize = 16 << 20;
+/// Bytes read per call when reading a small body.
+const READ_CHUNK: u64 = 64 << 10;
+
+thread_local! {
+    /// Bodies whose streams were handed to the caller. A stream is a child of its
+    /// body, so the body must outlive it; every request gets a fresh instance,
+    /// which frees them.
+    static KEPT_BODIES: RefCell<Vec<(IncomingResponse, IncomingBody)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A failed call: what the service said, or why it could not be reached.
+#[derive(Debug)]
+pub enum CallError {
+    Service(AzureError),
+    Unreachable(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Service(e) => write!(f, "{e}"),
+            CallError::Unreachable(why) => write!(f, "unreachable: {why}"),
+        }
+    }
+}
+
+/// A successful answer, its body not yet read.
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    response: IncomingResponse,
+}
+
+impl Answer {
+    /// The body as a stream for the caller to splice; it ends where the body ends.
+    pub fn into_stream(self) -> Result<InputStream, String> {
+        let body = self
+            .response
+            .consume()
+            .map_err(|()| "response body already taken".to_string())?;
+        let stream = body
+            .stream()
+            .map_err(|()| "response body stream already taken".to_string())?;
+        KEPT_BODIES.with(|kept| kept.borrow_mut().push((self.response, body)));
+        Ok(stream)
+    }
+
+    /// The whole (small) body.
+    pub fn into_bytes(self) -> Result<Vec<u8>, String> {
+        read_small_body(&self.response)
+    }
+}
+
+/// An operation whose request and body went out, its answer still to come.
+pub struct InFlight {
+    future: FutureIncomingResponse,
+    started: u64,
+}
+
+/// How requests are sent: per-attempt timeout and retry policy.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Transport {
+    /// Sends an operation, retrying transient failures with backoff and jitter.
+    /// `build` is called per attempt so each try is signed with a fresh date.
+    pub fn call(
+        &self,
+        build: impl Fn(SystemTime) -> Operation,
+        content: Option<&[u8]>,
+    ) -> Result<Answer, CallError> {
+        self.call_noting_retries(build, content, &mut false)
+    }
+
+    /// Like [`Self::call`]; sets `retried` when an earlier attempt failed in a way
+    /// that may still have been applied (its answer was lost or was a 5xx).
+    pub fn call_noting_retries(
+        &self,
+        build: impl Fn(SystemTime) -> Operation,
+        content: Option<&[u8]>,
+        retried: &mut bool,
+    ) -> Result<Answer, CallError> {
+        let first = self
+            .start(build(SystemTime::now()), content)
+            .and_then(|sent| self.finish(sent));
+        self.settle(first, build, content, retried)
+    }
+
+    /// Waits for an operation started with [`Self::start`], retrying it whole
+    /// (from `content`) if it failed transiently.
+    pub fn complete(
+        &self,
+        sent: Result<InFlight, String>,
+        build: impl Fn(SystemTime) -> Operation,
+        content: Option<&[u8]>,
+    ) -> Result<Answer, CallError> {
+        let first = sent.and_then(|sent| self.finish(sent));
+        self.settle(first, build, content, &mut false)
+    }
+
+    fn settle(
+        &self,
+        mut outcome: Result<IncomingResponse, String>,
+        build: impl Fn(SystemTime) -> Operation,
+        content: Option<&[u8]>,
+        retried: &mut bool,
+    ) -> Result<Answer, CallError> {
+        let mut attempt = 0;
+        loop {
+            let (error, retry_after) = match outcome {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = header_map(&response.headers());
+                    if (200..300).contains(&status) {
+                        return Ok(Answer {
+                            status,
+                            headers,
+                            response,
+                        });
+                    }
+                    let body = read_small_body(&response).unwrap_or_default();
+                    let error = response::error(status, &headers, &body);
+                    if !response::is_retryable_status(status) {
+                        return Err(CallError::Service(error));
+                    }
+                    (CallError::Service(error), response::retry_after(&headers))
+                }
+                Err(why) => (CallError::Unreachable(why), None),
+            };
+            let Some(delay) = self.retry.delay(attempt, retry_after, random_unit()) else {
+                return Err(error);
+            };
+            *retried = true;
+            sleep(delay);
+            attempt += 1;
+            outcome = self
+                .start(build(SystemTime::now()), content)
+                .and_then(|sent| self.finish(sent));
+        }
+    }
+
+    /// Starts one attempt: sends the request head and writes the whole body.
+    pub fn start(&self, operation: Operation, content: Option<&[u8]>) -> Result<InFlight, String> {
+        let started = monotonic_clock::now();
+        let (parts, ()) = operation.request.into_parts();
+        let mut pairs = Vec::with_capacity(parts.headers.len());
+        for (name, value) in &parts.headers {
+            pairs.push((name.as_str().to_string(), value.as_bytes().to_vec()));
+        }
+        let headers =
+            Fields::from_list(&pairs).map_err(|e| format!("request headers refused: {e:?}"))?;
+        let request = OutgoingRequest::new(headers);
+        let method = match parts.method.as_str() {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "PUT" => Method::Put,
+            "POST" => Method::Post,
+            "DELETE" => Method::Delete,
+            other => Method::Other(other.to_string()),
+        };
+        let scheme = match parts.uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            _ => Scheme::Https,
+        };
+        let set = request
+            .set_method(&method)
+            .and(request.set_scheme(Some(&scheme)))
+            .and(request.set_authority(parts.uri.authority().map(|a| a.as_str())))
+            .and(request.set_path_with_query(parts.uri.path_and_query().map(|p| p.as_str())));
+        set.map_err(|()| format!("request {} refused by the host", parts.uri))?;
+        let body = request.body().expect("a new request's body is taken once");
+        let future = outgoing_handler::handle(request, Some(self.options()))
+            .map_err(|e| format!("request to {} refused: {e:?}", parts.uri))?;
+        let bytes: &[u8] = match (&operation.body, content) {
+            (Body::Bytes(bytes), _) => bytes,
+            (Body::Streamed { .. }, Some(content)) => content,
+            (Body::Streamed { .. }, None) | (Body::Empty, _) => &[],
+        };
+        if !bytes.is_empty() {
+            let stream = body.write().expect("a body's stream is taken once");
+            let written = write_all(&stream, bytes, started + self.timeout_nanos());
+            drop(stream);
+            if let Err(why) = written {
+                // Finishing would send a truncated body; dropping aborts it.
+                drop(body);
+                return Err(self.failure_of(future, why));
+            }
+        }
+        OutgoingBody::finish(body, None).map_err(|e| format!("request body failed: {e:?}"))?;
+        Ok(InFlight { future, started })
+    }
+
+    /// Waits for the answer of a started attempt.
+    pub fn finish(&self, sent: InFlight) -> Result<IncomingResponse, String> {
+        let deadline = sent.started + self.timeout_nanos();
+        let ready = sent.future.subscribe();
+        if !wait(&ready, deadline) {
+            return Err(format!("no answer within {:?}", self.timeout));
+        }
+        drop(ready);
+        match sent.future.get() {
+            Some(Ok(Ok(response))) => Ok(response),
+            Some(Ok(Err(code))) => Err(format!("{code:?}")),
+            Some(Err(())) | None => Err("the answer was already taken".into()),
+        }
+    }
+
+    /// Why a request failed while its body was written: the host's error code
+    /// when it has one, else `why`.
+    fn failure_of(&self, future: FutureIncomingResponse, why: String) -> String {
+        match future.get() {
+            Some(Ok(Err(code))) => format!("{code:?}"),
+            _ => why,
+        }
+    }
+
+    fn options(&self) -> RequestOptions {
+        let options = RequestOptions::new();
+        let nanos = Some(self.timeout_nanos());
+        // Hosts that do not support a timeout refuse to set it; the deadlines
+        // of our own waits still hold.
+        let _ = options.set_connect_timeout(nanos);
+        let _ = options.set_first_byte_timeout(nanos);
+        let _ = options.set_between_bytes_timeout(nanos);
+        options
+    }
+
+    fn timeout_nanos(&self) -> u64 {
+        self.timeout.as_nanos().min(u64::MAX as u128) as u64
+    }
+}
+
+/// Writes all of `bytes`, waiting for the stream's permits, until `deadline`.
+fn write_all(stream: &OutputStream, mut bytes: &[u8], deadline: u64) -> Result<(), String> {
+    while !bytes.is_empty() {
+        let permit = match stream.check_write() {
+            Ok(0) => {
+                let ready = stream.subscribe();
+                if !wait(&ready, deadline) {
+                    return Err("request body stalled".into());
+                }
+                continue;
+            }
+            Ok(permit) => permit.min(bytes.len() as u64) as usize,
+            Err(e) => return Err(describe(e)),
+        };
+        let (now, rest) = bytes.split_at(permit);
+        stream.write(now).map_err(describe)?;
+        bytes = rest;
+    }
+    // Flush so a failure of the last bytes is seen here, not lost.
+    stream.flush().map_err(describe)?;
+    loop {
+        match stream.check_write() {
+            Ok(_) => return Ok(()),
+            Err(StreamError::Closed) => return Err("request body closed".into()),
+            Err(e) => return Err(describe(e)),
+        }
+    }
+}
+
+/// Blocks until `ready` fires or the monotonic clock passes `deadline`; false
+/// when the deadline came first.
+fn wait(ready: &Pollable, deadline: u64) -> bool {
+    let timer = monotonic_clock::subscribe_instant(deadline);
+    let fired = poll::poll(&[ready, &timer]);
+    fired.contains(&0) || ready.ready()
+}
+
+fn read_small_body(response: &IncomingResponse) -> Result<Vec<u8>, String> {
+    let body = response
+        .consume()
+        .map_err(|()| "response body already taken".to_string())?;
+    let stream = body
+        .stream()
+        .map_err(|()| "response body stream already taken".to_string())?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(READ_CHUNK) {
+            Ok(chunk) => {
+                bytes.extend_from_slice(&chunk);
+                if bytes.len() > MAX_SMALL_BODY {
+                    return Err(format!("response body over {MAX_SMALL_BODY} bytes"));
+                }
+            }
+            Err(StreamError::Closed) => break,
+            Err(e) => return Err(describe(e)),
+        }
+    }
+    drop(stream);
+    drop(IncomingBody::finish(body));
+    Ok(bytes)
+}
+
+fn header_map(fields: &Fields) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in fields.entries() {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_bytes(&value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+fn describe(error: StreamError) -> String {
+    match error {
+        StreamError::Closed => "stream closed".into(),
+        StreamError::LastOperationFailed(e) => e.to_debug_string(),
+    }
+}
+
+/// Blocks for `delay`.
+pub fn sleep(delay: Duration) {
+    let nanos = delay.as_nanos().min(u64::MAX as u128) as u64;
+    monotonic_clock::subscribe_duration(nanos).block();
+}
+
+/// A random number in `[0, 1)` for backoff jitter.
+fn random_unit() -> f64 {
+    (wasip2::random::insecure::get_insecure_random_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Random bytes for block ids (cryptographic: concurrent uploads must not collide).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let bytes = wasip2::random::random::get_random_bytes(N as u64);
+    let mut array = [0u8; N];
+    array.copy_from_slice(&bytes[..N]);
+    array
+}

@@ -1,0 +1,293 @@
+//! Uploads: content arrives through `writer.write`, is hashed and cut into blocks,
+//! and each full block goes out as Put Block while the next one fills (a few
+//! answers awaited at once, so memory per upload stays about three blocks).
+//! `finish` checks size and sha256 of everything written before anything becomes
+//! visible, then commits with Put Block List (or, for one block, a single Put Blob).
+//!
+//! As in the native host, the last block is held back until `finish`, so a staged
+//! block's final part can be marked as such (see `azure::layout`).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use blobcache_azure::layout::{self, BlockIds};
+use blobcache_azure::ops::{Condition, WriteProperties};
+use blobcache_azure::response::ErrorKind;
+use sha2::{Digest, Sha256};
+use wasip2::io::streams::OutputStream;
+
+use crate::bindings::exports::blobcache::store::types::GuestWriter;
+use crate::store::{header_text, now_unix, AzureStore};
+use crate::transport::{CallError, InFlight};
+use crate::*;
+
+/// The `writer` resource.
+pub struct UploadWriter {
+    upload: RefCell<Upload>,
+}
+
+struct Upload {
+    azure: Rc<AzureStore>,
+    blob: String,
+    options: WriteOptions,
+    ids: BlockIds,
+    buffer: Vec<u8>,
+    hasher: Sha256,
+    written: u64,
+    /// Azure ids of the blocks sent so far, in order.
+    sent: Vec<String>,
+    /// Blocks whose answers are still to come, oldest first; each keeps its
+    /// bytes for a retry.
+    in_flight: VecDeque<PendingBlock>,
+    /// The first failure; every later call reports it.
+    failure: Option<Error>,
+}
+
+struct PendingBlock {
+    id: String,
+    content: Vec<u8>,
+    sent: Result<InFlight, String>,
+}
+
+impl UploadWriter {
+    pub fn new(
+        azure: Rc<AzureStore>,
+        blob: String,
+        options: WriteOptions,
+        ids: BlockIds,
+    ) -> UploadWriter {
+        UploadWriter {
+            upload: RefCell::new(Upload {
+                azure,
+                blob,
+                options,
+                ids,
+                buffer: Vec::new(),
+                hasher: Sha256::new(),
+                written: 0,
+                sent: Vec::new(),
+                in_flight: VecDeque::new(),
+                failure: None,
+            }),
+        }
+    }
+}
+
+impl Upload {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), Error> {
+        if let Some(failure) = &self.failure {
+            return Err(failure.clone());
+        }
+        let total = self.written + chunk.len() as u64;
+        if let Some(max) = self.options.max_size.filter(|max| total > *max) {
+            return Err(self.fail(Error::TooLarge(format!(
+                "blob is over the {max}-byte limit"
+            ))));
+        }
+        self.hasher.update(chunk);
+        self.written = total;
+        self.buffer.extend_from_slice(chunk);
+        let block_size = self.azure.block_size;
+        // Strictly more than a block: the last block stays held back.
+        while self.buffer.len() > block_size {
+            let rest = self.buffer.split_off(block_size);
+            let block = std::mem::replace(&mut self.buffer, rest);
+            if let Err(e) = self.send_block(block) {
+                return Err(self.fail(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, error: Error) -> Error {
+        self.failure.get_or_insert(error).clone()
+    }
+
+    /// Starts a Put Block of a full (not last) block, first waiting for the
+    /// oldest answer when enough are outstanding.
+    fn send_block(&mut self, content: Vec<u8>) -> Result<(), Error> {
+        while self.in_flight.len() >= self.azure.parallel_blocks {
+            self.complete_oldest()?;
+        }
+        let id = self.ids.id(self.sent.len(), false);
+        self.sent.push(id.clone());
+        let (container, length) = (&self.azure.container, content.len() as u64);
+        let operation = container.put_block(&self.blob, &id, length, std::time::SystemTime::now());
+        let sent = self.azure.transport.start(operation, Some(&content));
+        self.in_flight.push_back(PendingBlock { id, content, sent });
+        Ok(())
+    }
+
+    /// Waits for the oldest outstanding Put Block, retrying it if it failed.
+    fn complete_oldest(&mut self) -> Result<(), Error> {
+        let Some(block) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let (container, blob) = (&self.azure.container, &self.blob);
+        let length = block.content.len() as u64;
+        self.azure
+            .transport
+            .complete(
+                block.sent,
+                |now| container.put_block(blob, &block.id, length, now),
+                Some(&block.content),
+            )
+            .map(drop)
+            .map_err(Error::from)
+    }
+
+    /// Sends the held-back last block and waits for it.
+    fn send_last(&mut self) -> Result<(), Error> {
+        let id = self.ids.id(self.sent.len(), true);
+        let content = std::mem::take(&mut self.buffer);
+        let (container, blob, length) = (&self.azure.container, &self.blob, content.len() as u64);
+        self.azure.transport.call(
+            |now| container.put_block(blob, &id, length, now),
+            Some(&content),
+        )?;
+        self.sent.push(id);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<BlobInfo, Error> {
+        if let Some(failure) = self.failure.take() {
+            return Err(failure);
+        }
+        while !self.in_flight.is_empty() {
+            self.complete_oldest()?;
+        }
+        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        // Verified before anything becomes visible.
+        verify(&self.options, self.written, Some(&sha256))?;
+        if !self.ids.publishes() {
+            if self.written == 0 {
+                return Err(Error::Invalid("an empty block cannot be staged".into()));
+            }
+            self.send_last()?;
+            return Ok(BlobInfo {
+                size: self.written,
+                etag: format!("\"{sha256}\""),
+                last_modified: now_unix(),
+                content_type: None,
+                sha256: Some(sha256),
+                metadata: Vec::new(),
+            });
+        }
+        let properties = write_properties(&self.options, Some(&sha256));
+        let single = self.sent.is_empty();
+        if !single {
+            self.send_last()?;
+        }
+        let container = &self.azure.container;
+        let mut ambiguous = false;
+        let published = if single {
+            // Small enough for one request.
+            let length = self.buffer.len() as u64;
+            self.azure.transport.call_noting_retries(
+                |now| container.put_blob(&self.blob, length, &properties, now),
+                Some(&self.buffer),
+                &mut ambiguous,
+            )
+        } else {
+            self.azure.transport.call_noting_retries(
+                |now| container.put_block_list(&self.blob, &self.sent, &properties, now),
+                None,
+                &mut ambiguous,
+            )
+        };
+        match published {
+            Ok(answer) => Ok(BlobInfo {
+                size: self.written,
+                etag: header_text(&answer.headers, "etag"),
+                last_modified: now_unix(),
+                content_type: self.options.content_type.clone(),
+                sha256: Some(sha256),
+                metadata: self.options.metadata.clone(),
+            }),
+            Err(error) => self.resolve_conflict(error, ambiguous, &sha256),
+        }
+    }
+
+    /// After a publish answered with a conflict, decides whether the blob now
+    /// holds exactly what we wrote: a retried attempt may have been applied
+    /// before its answer was lost, or a concurrent upload of the same content won.
+    fn resolve_conflict(
+        &self,
+        error: CallError,
+        ambiguous: bool,
+        sha256: &str,
+    ) -> Result<BlobInfo, Error> {
+        let CallError::Service(e) = &error else {
+            return Err(error.into());
+        };
+        let replaced = e.code == "InvalidBlockList";
+        let conflict = matches!(
+            e.kind(),
+            ErrorKind::AlreadyExists | ErrorKind::PreconditionFailed
+        );
+        if replaced || (conflict && ambiguous) {
+            if let Ok((info, _)) = self.azure.head_blob(&self.blob) {
+                if info.sha256.as_deref() == Some(sha256) {
+                    return Ok(info);
+                }
+            }
+        }
+        if replaced {
+            return Err(Error::Unavailable(
+                "a concurrent upload of this key replaced this one; retry".into(),
+            ));
+        }
+        Err(error.into())
+    }
+}
+
+impl GuestWriter for UploadWriter {
+    fn body(&self) -> Result<Option<OutputStream>, Error> {
+        // A component cannot create a wasi:io stream: content comes through `write`.
+        Ok(None)
+    }
+
+    fn write(&self, chunk: Vec<u8>) -> Result<(), Error> {
+        self.upload.borrow_mut().write(&chunk)
+    }
+
+    fn finish(this: Writer) -> Result<BlobInfo, Error> {
+        this.into_inner::<UploadWriter>()
+            .upload
+            .into_inner()
+            .finish()
+    }
+}
+
+/// Checks a finished upload against its options (size, and digest when known).
+pub fn verify(options: &WriteOptions, size: u64, sha256: Option<&str>) -> Result<(), Error> {
+    if let Some(expected) = options.expected_size {
+        if expected != size {
+            return Err(Error::Invalid(format!(
+                "size mismatch: expected {expected} bytes, received {size}"
+            )));
+        }
+    }
+    if let (Some(expected), Some(actual)) = (&options.expected_sha256, sha256) {
+        if !expected.eq_ignore_ascii_case(actual) {
+            return Err(Error::Invalid(format!(
+                "sha256 mismatch: expected {expected}, content hashes to {actual}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Content type, metadata (with our verified digest, never a caller's) and condition.
+pub fn write_properties(options: &WriteOptions, sha256: Option<&str>) -> WriteProperties {
+    WriteProperties {
+        content_type: options.content_type.clone(),
+        metadata: layout::metadata_with_digest(&options.metadata, sha256),
+        condition: match (&options.mode, &options.if_match) {
+            (WriteMode::CreateOnly, _) => Condition::IfNoneExists,
+            (WriteMode::Overwrite, Some(etag)) => Condition::IfMatch(etag.clone()),
+            (WriteMode::Overwrite, None) => Condition::None,
+        },
+    }
+}
