@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every blobcache test. First installs what the tests need, saying what it does:
 # the Rust toolchain's wasm32-wasip2 target, the Debian packages of the real clients,
-# and the npm packages of the Azure peers (into ./node_modules).
+# the npm packages of the Azure peers (into ./node_modules), and wasmtime-cli (into
+# a cache directory outside the repo).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -32,6 +33,20 @@ if [ -f package-lock.json ]; then
 else
   npm install --no-audit --no-fund
 fi
+
+# wasmtime-cli runs the composed component in tests/wasmtime_serve.rs. It is built
+# from crates.io (about 10 minutes on 2 cores) into a cache directory that later
+# runs reuse.
+tools="${XDG_CACHE_HOME:-$HOME/.cache}/blobcache-tools"
+wasmtime_root="$tools/wasmtime-48.0.8"
+if [ -x "$wasmtime_root/bin/wasmtime" ]; then
+  say "wasmtime-cli 48.0.8 already built in $wasmtime_root"
+else
+  say "Building wasmtime-cli 48.0.8 from crates.io into $wasmtime_root (once; about 10 minutes)"
+  cargo install wasmtime-cli --version 48.0.8 --locked --root "$wasmtime_root" \
+    --no-default-features --features run,serve,cranelift,pooling-allocator,wasi-config,component-model-async
+fi
+export BLOBCACHE_WASMTIME="$wasmtime_root/bin/wasmtime"
 
 say "Formatting (cargo fmt --check)"
 cargo fmt --all -- --check

@@ -54,8 +54,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port):
-    for _ in range(200):
+def wait_port(port, timeout=10.0):
+    for _ in range(int(timeout / 0.05)):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
             return

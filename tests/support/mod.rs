@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+pub mod ccache;
 pub mod fault_proxy;
 
 /// A running `blobcache serve`, stopped on drop.
@@ -78,6 +79,49 @@ impl Server {
             log,
             _dir: dir,
             store_dir,
+        }
+    }
+
+    /// A composed component (cache + Azure store, built into `target/wasm/`)
+    /// under `wasmtime serve -S cli`, configured through `env` as any wasi:http
+    /// host would configure it.
+    pub fn wasmtime_serve(component: &Path, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("wasmtime.log");
+        let mut command = Command::new(wasmtime_cli());
+        command.args(["serve", "--addr", "127.0.0.1:0", "-S", "cli"]);
+        for (name, value) in env {
+            command.arg("--env").arg(format!("{name}={value}"));
+        }
+        command
+            .arg(component)
+            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = command.spawn().expect("starting wasmtime serve");
+        // It compiles the component first, then names its address.
+        let mut addr = None;
+        eventually(Duration::from_secs(180), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            addr = text
+                .split("Serving HTTP on http://")
+                .nth(1)
+                .and_then(|s| s.split('/').next())
+                .map(str::to_string);
+            addr.is_some() || child.try_wait().unwrap().is_some()
+        });
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            panic!(
+                "wasmtime serve did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Server {
+            child,
+            addr,
+            log,
+            store_dir: dir.path().join("no-local-store"),
+            _dir: dir,
         }
     }
 
@@ -280,11 +324,59 @@ fn answers_as_azurite(port: u16) -> bool {
         .contains("server: azurite")
 }
 
+impl Azurite {
+    /// Creates a container with a Shared Key signed request of our own.
+    pub fn create_container(&self, name: &str) {
+        let account =
+            blobcache_azure::Account::from_connection_string(&self.connection_string()).unwrap();
+        let container = blobcache_azure::Container::new(account, name).unwrap();
+        let operation = container.create_container(std::time::SystemTime::now());
+        let request = operation.request;
+        let headers: Vec<(String, String)> = request
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let path = request.uri().path_and_query().unwrap().as_str();
+        let mut connection = Connection::open(&format!("127.0.0.1:{}", self.port));
+        connection.send("PUT", path, &pairs, Body::Empty);
+        let response = connection.receive(false).collect();
+        assert_eq!(response.status, 201, "{}", response.text());
+    }
+}
+
 impl Drop for Azurite {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `wasmtime` CLI that ./test.sh installs (from crates.io, into a cache
+/// directory kept between runs), or `BLOBCACHE_WASMTIME`.
+pub fn wasmtime_cli() -> PathBuf {
+    let path = match std::env::var_os("BLOBCACHE_WASMTIME") {
+        Some(path) => PathBuf::from(path),
+        None => tools_dir().join("wasmtime-48.0.8/bin/wasmtime"),
+    };
+    assert!(
+        path.exists(),
+        "{} is missing: run ./test.sh, which installs wasmtime-cli 48.0.8 there",
+        path.display()
+    );
+    path
+}
+
+/// Where ./test.sh keeps tools built from crates.io between runs.
+pub fn tools_dir() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"));
+    cache.join("blobcache-tools")
 }
 
 /// Compiled code shared by every test server, so each start does not recompile.

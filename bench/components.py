@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""The composed component (cache + Azure store component) under `wasmtime serve`
+against the native host with its Azure store, both over the same Azurite.
+
+    python3 bench/components.py [--quick]
+
+Same blobs, same client (one keep-alive HTTP connection), same run: 1 KiB GETs,
+1 MiB and 256 MiB uploads (sha256-verified) and downloads. The native host is the
+reference; the ratio says what running everywhere costs (uploads pass through the
+components' memory and are hashed in wasm; every request instantiates both
+components). Needs `npm install` and wasmtime-cli 48 (./test.sh builds both).
+"""
+
+import hashlib
+import http.client
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from run import ROOT, free_port, peak_rss_kib, say, wait_port
+
+QUICK = "--quick" in sys.argv
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+SIZES = [(1 << 20, 10 if QUICK else 30), ((64 if QUICK else 256) << 20, 1 if QUICK else 3)]
+SMALL_GETS = 300 if QUICK else 2000
+
+
+def wasmtime_cli():
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.environ.get("BLOBCACHE_WASMTIME") or os.path.join(
+        cache, "blobcache-tools", "wasmtime-48.0.8", "bin", "wasmtime")
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} is missing: ./test.sh builds wasmtime-cli 48.0.8 there")
+    return path
+
+
+def start_native(connection, container):
+    env = {**os.environ, "AZURE_STORAGE_CONNECTION_STRING": connection}
+    process = subprocess.Popen([os.path.join(ROOT, "target", "release", "blobcache"), "serve", "--listen",
+                                "127.0.0.1:0", "--store", "azure", "--azure-container", container],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    port = int(re.search(r"127\.0\.0\.1:(\d+)", process.stdout.readline()).group(1))
+    return process, port
+
+
+def start_composed(connection, container):
+    port = free_port()
+    process = subprocess.Popen([wasmtime_cli(), "serve", "--addr", f"127.0.0.1:{port}", "-S", "cli",
+                                "--env", f"AZURE_STORAGE_CONNECTION_STRING={connection}",
+                                "--env", f"BLOBCACHE_AZURE_CONTAINER={container}",
+                                os.path.join(ROOT, "target", "wasm", "blobcache.wasm")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, timeout=300)
+    return process, port
+
+
+def create_container(port, name):
+    """Through the native host's --azure-create-container, which signs for us."""
+    connection = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};"
+                  f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+    env = {**os.environ, "AZURE_STORAGE_CONNECTION_STRING": connection}
+    process = subprocess.Popen([os.path.join(ROOT, "target", "release", "blobcache"), "serve", "--listen",
+                                "127.0.0.1:0", "--store", "azure", "--azure-create-container",
+                                "--azure-container", name],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    process.stdout.readline()
+    process.send_signal(signal.SIGTERM)
+    process.wait()
+    return connection
+
+
+def measure(port, blobs):
+    """Throughputs (MB/s, req/s) of one server over the prepared blobs."""
+    results = {}
+    client = http.client.HTTPConnection("127.0.0.1", port)
+    small = os.urandom(1024)
+    small_path = f"/cas/{hashlib.sha256(small).hexdigest()}"
+    client.request("PUT", small_path, body=small)
+    assert client.getresponse().read() is not None
+    start = time.perf_counter()
+    for _ in range(SMALL_GETS):
+        client.request("GET", small_path)
+        response = client.getresponse()
+        assert response.read() == small and response.status == 200
+    results["1 KiB GET req/s"] = SMALL_GETS / (time.perf_counter() - start)
+    for size, repeat, digest, data in blobs:
+        label = f"{size >> 20} MiB"
+        start = time.perf_counter()
+        for _ in range(repeat):
+            client.request("PUT", f"/cas/{digest}", body=data)
+            response = client.getresponse()
+            response.read()
+            assert response.status == 200, response.status
+        results[f"{label} upload MB/s"] = size * repeat / (time.perf_counter() - start) / 1e6
+        start = time.perf_counter()
+        for _ in range(repeat):
+            client.request("GET", f"/cas/{digest}")
+            response = client.getresponse()
+            while response.read(1 << 20):
+                pass
+            assert response.status == 200, response.status
+        results[f"{label} download MB/s"] = size * repeat / (time.perf_counter() - start) / 1e6
+    client.close()
+    return results
+
+
+def main():
+    azurite_bin = os.path.join(ROOT, "node_modules", ".bin", "azurite-blob")
+    if not os.path.exists(azurite_bin):
+        raise SystemExit("run `npm install` (or ./test.sh) first: Azurite is missing")
+    say("building blobcache and the composed component (release)")
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "blobcache"], cwd=ROOT, check=True)
+    port = free_port()
+    azurite = subprocess.Popen([azurite_bin, "--inMemoryPersistence", "--silent", "--disableTelemetry",
+                                "--skipApiVersionCheck", "--blobPort", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    servers = []
+    try:
+        blobs = []
+        for size, repeat in SIZES:
+            data = os.urandom(size)
+            blobs.append((size, repeat, hashlib.sha256(data).hexdigest(), data))
+        # Each side has its own container, so neither reads what the other wrote.
+        results = {}
+        for name, start in [("native host", start_native), ("wasmtime serve", start_composed)]:
+            container = "bench-" + name.split()[0]
+            connection = create_container(port, container)
+            say(f"{name}: measuring")
+            process, server_port = start(connection, container)
+            servers.append(process)
+            results[name] = measure(server_port, blobs)
+            results[name]["peak RSS MiB"] = peak_rss_kib([process.pid]) / 1024
+    finally:
+        for process in servers:
+            process.send_signal(signal.SIGTERM)
+            process.wait()
+        azurite.send_signal(signal.SIGTERM)
+        azurite.wait()
+
+    native, composed = results["native host"], results["wasmtime serve"]
+    print()
+    print(f"{'measure':<24}{'wasmtime serve':>16}{'native host':>14}{'ratio':>8}")
+    for key in native:
+        print(f"{key:<24}{composed[key]:>16.1f}{native[key]:>14.1f}{composed[key] / native[key]:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
