@@ -5,7 +5,10 @@
 mod support;
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use support::fault_proxy::{Fault, FaultProxy};
 use support::{Azurite, Body, Connection, Server};
 
 const CONTAINER: &str = "served";
@@ -167,4 +170,131 @@ fn a_missing_setting_is_named_in_the_answer() {
         "{}",
         response.text()
     );
+}
+
+/// The composed component with Azurite behind the fault-injecting proxy.
+fn serve_behind(azurite: &Azurite, proxy: &FaultProxy) -> Server {
+    azurite.create_container(CONTAINER);
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={};",
+        blobcache_azure::account::DEV_KEY,
+        proxy.endpoint()
+    );
+    Server::wasmtime_serve(
+        composed(),
+        &[
+            ("AZURE_STORAGE_CONNECTION_STRING", &connection),
+            ("BLOBCACHE_AZURE_CONTAINER", CONTAINER),
+            ("BLOBCACHE_AZURE_BLOCK_SIZE", "1048576"),
+        ],
+    )
+}
+
+fn noise(seed: u64, length: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; length];
+    support::Noise::new(seed).read_exact(&mut bytes).unwrap();
+    bytes
+}
+
+/// The first attempt of every distinct request fails in one of Azure's ways;
+/// the store component's retries get through, as the native host's do.
+#[test]
+fn the_store_component_retries_transient_faults() {
+    let azurite = Azurite::start();
+    let proxy = FaultProxy::start(azurite.port);
+    let server = serve_behind(&azurite, &proxy);
+    let mut seen = std::collections::HashSet::new();
+    let mut kind = 0usize;
+    proxy.set_rule(move |request| {
+        if !seen.insert(format!("{} {}", request.method, request.target)) {
+            return None;
+        }
+        kind += 1;
+        Some(match kind % 4 {
+            0 => Fault::Status(503, "ServerBusy"),
+            1 => Fault::Status(500, "OperationTimedOut"),
+            2 => Fault::Drop,
+            _ => Fault::Delay(Duration::from_millis(300)),
+        })
+    });
+
+    // 5 MiB in 1 MiB blocks: five Put Blocks and a Put Block List, each failing once.
+    let big = noise(3, 5 << 20);
+    let response = server.put("/ccache/big", &big);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let hit = server.get("/ccache/big");
+    assert_eq!(hit.status, 200);
+    assert!(hit.body == big, "the download differs after faults");
+    let small = b"action result";
+    let ac = format!("/ac/{}", support::sha256_hex(small));
+    assert_eq!(server.put(&ac, small).status, 200);
+    assert_eq!(server.get(&ac).body, small);
+    assert_eq!(server.head(&ac).status, 200);
+    assert!(
+        proxy.injected.load(Ordering::SeqCst) >= 8,
+        "too few faults were injected"
+    );
+}
+
+/// When Azure keeps failing: a clean 503 naming the cause, nothing partial ever
+/// readable, and the server keeps serving.
+#[test]
+fn permanent_faults_give_clean_errors_and_publish_nothing() {
+    let azurite = Azurite::start();
+    let proxy = FaultProxy::start(azurite.port);
+    let server = serve_behind(&azurite, &proxy);
+    let big = noise(4, 3 << 20);
+
+    proxy.set_rule(|_| Some(Fault::Status(503, "ServerBusy")));
+    let put = server.put("/ccache/always", b"small");
+    assert_eq!(put.status, 503, "{}", put.text());
+    assert!(put.text().contains("ServerBusy"), "{}", put.text());
+    let get = server.get("/ccache/always");
+    assert_eq!(get.status, 503, "{}", get.text());
+
+    // Blocks staged, but the commit keeps failing: nothing is visible.
+    proxy.set_rule(|r| {
+        r.target
+            .contains("comp=blocklist")
+            .then_some(Fault::Status(500, "OperationTimedOut"))
+    });
+    assert_eq!(server.put("/ccache/uncommitted", &big).status, 503);
+    // A block keeps failing: the commit is never attempted.
+    proxy.set_rule(|r| r.target.contains("comp=block&").then_some(Fault::Drop));
+    assert!(server.put("/ccache/blockless", &big).status >= 500);
+
+    proxy.set_rule(|_| None);
+    for path in ["/ccache/always", "/ccache/uncommitted", "/ccache/blockless"] {
+        assert_eq!(server.get(path).status, 404, "{path} became visible");
+    }
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// A download cut mid-body is not resumed by the store component: the client's
+/// response is cut too (never a complete-looking short body), and the next
+/// request gets the whole blob.
+#[test]
+fn a_download_cut_mid_body_fails_the_response_visibly() {
+    let azurite = Azurite::start();
+    let proxy = FaultProxy::start(azurite.port);
+    let server = serve_behind(&azurite, &proxy);
+    let content = noise(6, 2 << 20);
+    assert_eq!(server.put("/ccache/cut", &content).status, 200);
+    let mut cut_once = false;
+    proxy.set_rule(move |request| {
+        (request.method == "GET" && !std::mem::replace(&mut cut_once, true))
+            .then_some(Fault::CutBody)
+    });
+    let mut connection = Connection::open(&server.addr);
+    connection.send("GET", "/ccache/cut", &[], Body::Empty);
+    let incoming = connection.receive(false);
+    assert_eq!(incoming.status, 200);
+    let received = incoming.read_until_close();
+    assert!(
+        received.len() < content.len(),
+        "a cut download arrived whole ({} bytes)",
+        received.len()
+    );
+    assert!(server.get("/ccache/cut").body == content);
 }

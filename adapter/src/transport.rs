@@ -273,12 +273,21 @@ fn write_all(stream: &OutputStream, mut bytes: &[u8], deadline: u64) -> Result<(
         stream.write(now).map_err(describe)?;
         bytes = rest;
     }
-    // Flush so a failure of the last bytes is seen here, not lost.
-    stream.flush().map_err(describe)?;
+    // Flush and wait for it, so a failure of the last bytes is seen here. A
+    // stream closed now has taken every byte (the host stops reading once the
+    // declared length is in); the answer says whether the request went through.
+    match stream.flush() {
+        Ok(()) | Err(StreamError::Closed) => {}
+        Err(e) => return Err(describe(e)),
+    }
     loop {
         match stream.check_write() {
-            Ok(_) => return Ok(()),
-            Err(StreamError::Closed) => return Err("request body closed".into()),
+            Ok(0) => {
+                if !wait(&stream.subscribe(), deadline) {
+                    return Err("request body stalled".into());
+                }
+            }
+            Ok(_) | Err(StreamError::Closed) => return Ok(()),
             Err(e) => return Err(describe(e)),
         }
     }
