@@ -81,7 +81,16 @@ impl Settings {
     /// Settings from this instance's environment (and, in the Spin build, from
     /// Spin variables first).
     pub fn load() -> Result<Settings, ConfigError> {
-        Settings::from_lookup(|name| spin_variable(name).or_else(|| std::env::var(name).ok()))
+        let settings =
+            Settings::from_lookup(|name| spin_variable(name).or_else(|| std::env::var(name).ok()));
+        if cfg!(feature = "spin") {
+            return settings.map_err(|e| {
+                ConfigError(format!(
+                    "{e} (as Spin variables: the same names in lowercase)"
+                ))
+            });
+        }
+        settings
     }
 }
 
