@@ -575,3 +575,36 @@ fn permanent_faults_give_clean_errors_and_publish_nothing() {
     }
     assert_eq!(server.get("/healthz").status, 200);
 }
+
+/// The native host with a container SAS (made by Microsoft's SDK) instead of
+/// the account key: it serves every protocol operation, and hands out no SAS
+/// URLs of its own (it has nothing to sign them with).
+#[test]
+fn a_container_sas_works_instead_of_the_account_key() {
+    let azurite = Azurite::start();
+    azurite.create_container("sas");
+    let sas = azurite.container_sas("sas", "racwdl");
+    let server = Server::start_with_env(
+        &["--store", "azure", "--azure-container", "sas"],
+        &[
+            ("AZURE_STORAGE_ACCOUNT", "devstoreaccount1"),
+            ("AZURE_STORAGE_SAS_TOKEN", &sas),
+            ("AZURE_STORAGE_BLOB_ENDPOINT", &azurite.endpoint()),
+        ],
+    );
+    let big = noise(8, 9 << 20);
+    let cas = format!("/cas/{}", sha256_hex(&big));
+    assert_eq!(server.put(&cas, &big).status, 200);
+    assert!(server.get(&cas).body == big);
+    assert_eq!(server.get("/ccache/ab/missing").status, 404);
+
+    let failure = support::start_failure(
+        &["--store", "azure", "--azure-container", "sas"],
+        &[
+            ("AZURE_STORAGE_ACCOUNT", "devstoreaccount1"),
+            ("AZURE_STORAGE_SAS_TOKEN", &sas.replace("sig=", "sig=x")),
+            ("AZURE_STORAGE_BLOB_ENDPOINT", &azurite.endpoint()),
+        ],
+    );
+    assert!(failure.contains("rejected the credentials"), "{failure}");
+}

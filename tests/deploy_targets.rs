@@ -122,6 +122,7 @@ fn spin_toml_serves_the_spin_build_with_azure_settings_from_variables() {
     for name in [
         "azure_storage_account",
         "azure_storage_key",
+        "azure_storage_sas_token",
         "azure_storage_connection_string",
         "azure_storage_blob_endpoint",
         "blobcache_azure_container",
@@ -137,7 +138,11 @@ fn spin_toml_serves_the_spin_build_with_azure_settings_from_variables() {
             "{name} is not passed to the component"
         );
     }
-    for secret in ["azure_storage_key", "azure_storage_connection_string"] {
+    for secret in [
+        "azure_storage_key",
+        "azure_storage_sas_token",
+        "azure_storage_connection_string",
+    ] {
         assert_eq!(
             variables[secret]["secret"].as_bool(),
             Some(true),

@@ -298,3 +298,47 @@ fn a_download_cut_mid_body_fails_the_response_visibly() {
     );
     assert!(server.get("/ccache/cut").body == content);
 }
+
+/// With a container SAS (made by Microsoft's SDK) instead of the account key,
+/// every operation works; a tampered SAS is refused by Azure and stores nothing.
+#[test]
+fn a_container_sas_works_instead_of_the_account_key() {
+    let azurite = Azurite::start();
+    azurite.create_container("sas");
+    let sas = azurite.container_sas("sas", "racwdl");
+    let endpoint = azurite.endpoint();
+    let with_sas = |token: &str| {
+        Server::wasmtime_serve(
+            composed(),
+            &[
+                ("AZURE_STORAGE_ACCOUNT", "devstoreaccount1"),
+                ("AZURE_STORAGE_SAS_TOKEN", token),
+                ("AZURE_STORAGE_BLOB_ENDPOINT", &endpoint),
+                ("BLOBCACHE_AZURE_CONTAINER", "sas"),
+                ("BLOBCACHE_AZURE_BLOCK_SIZE", "65536"),
+            ],
+        )
+    };
+    let server = with_sas(&sas);
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let cas = format!("/cas/{}", support::sha256_hex(&blob));
+    assert_eq!(server.get(&cas).status, 404);
+    let put = server.put(&cas, &blob);
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert!(server.get(&cas).body == blob);
+    assert_eq!(server.head(&cas).status, 200);
+    assert_eq!(server.delete("/ccache/ab/none").status, 404);
+
+    let tampered = sas.replace("sig=", "sig=x");
+    let refused = with_sas(&tampered);
+    let other = b"never stored";
+    let path = format!("/cas/{}", support::sha256_hex(other));
+    let put = refused.put(&path, other);
+    assert_eq!(put.status, 500, "{}", put.text());
+    assert!(
+        put.text().contains("authentication failed"),
+        "{}",
+        put.text()
+    );
+    assert_eq!(server.get(&path).status, 404);
+}

@@ -8,6 +8,7 @@
 //! | `AZURE_STORAGE_CONNECTION_STRING` | `azure_storage_connection_string` | account, key and endpoint in one |
 //! | `AZURE_STORAGE_ACCOUNT` | `azure_storage_account` | account name |
 //! | `AZURE_STORAGE_KEY` | `azure_storage_key` | account key (base64) |
+//! | `AZURE_STORAGE_SAS_TOKEN` | `azure_storage_sas_token` | or a SAS (account, or the container's) instead of the key |
 //! | `AZURE_STORAGE_BLOB_ENDPOINT` | `azure_storage_blob_endpoint` | endpoint, default `https://<account>.blob.core.windows.net` |
 //! | `BLOBCACHE_AZURE_CONTAINER` | `blobcache_azure_container` | container, default `blobcache` |
 //! | `BLOBCACHE_AZURE_PREFIX` | `blobcache_azure_prefix` | prefix of every blob name |
@@ -39,19 +40,7 @@ impl Settings {
     /// Settings from `lookup` (a setting's environment variable name to its value).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
         let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let account = match var("AZURE_STORAGE_CONNECTION_STRING") {
-            Some(text) => Account::from_connection_string(&text)?,
-            None => {
-                let (Some(name), Some(key)) =
-                    (var("AZURE_STORAGE_ACCOUNT"), var("AZURE_STORAGE_KEY"))
-                else {
-                    return Err(ConfigError(
-                        "the Azure store needs AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY".into(),
-                    ));
-                };
-                Account::new(&name, &key, var("AZURE_STORAGE_BLOB_ENDPOINT").as_deref())?
-            }
-        };
+        let account = Account::from_settings(&lookup)?;
         let block_size = match var("BLOBCACHE_AZURE_BLOCK_SIZE") {
             None => DEFAULT_BLOCK_SIZE,
             Some(text) => text

@@ -23,11 +23,22 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// How requests prove they may act on the account.
+#[derive(Clone)]
+enum Credential {
+    /// The account key: requests are signed with Shared Key, and SAS URLs for
+    /// clients can be made.
+    SharedKey(Vec<u8>),
+    /// A SAS token (account or container SAS) appended to every request's query.
+    /// It cannot sign anything, so no SAS URLs can be handed out.
+    Sas(String),
+}
+
 /// A storage account and the blob endpoint to reach it.
 #[derive(Clone)]
 pub struct Account {
     name: String,
-    key: Vec<u8>,
+    credential: Credential,
     /// `https` or `http`.
     scheme: String,
     /// Host and optional port.
@@ -39,7 +50,7 @@ pub struct Account {
 
 impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the key.
+        // Never print the key or the SAS.
         f.debug_struct("Account")
             .field("name", &self.name)
             .field("endpoint", &self.endpoint())
@@ -70,6 +81,36 @@ impl Account {
         if key.is_empty() {
             return Err(ConfigError("the account key is empty".into()));
         }
+        Account::with_credential(name, Credential::SharedKey(key), endpoint)
+    }
+
+    /// An account reached with a SAS token (account SAS, or service SAS for one
+    /// container) instead of the key; `sas` is the query string, `?` optional.
+    pub fn with_sas(name: &str, sas: &str, endpoint: Option<&str>) -> Result<Account, ConfigError> {
+        let sas = sas.trim().trim_start_matches('?');
+        let has = |field: &str| sas.split('&').any(|pair| pair.starts_with(field));
+        if !has("sig=") || !has("sv=") {
+            return Err(ConfigError(
+                "the SAS token must be a query string with sv= and sig=".into(),
+            ));
+        }
+        Account::with_credential(name, Credential::Sas(sas.to_string()), endpoint)
+    }
+
+    fn with_credential(
+        name: &str,
+        credential: Credential,
+        endpoint: Option<&str>,
+    ) -> Result<Account, ConfigError> {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(ConfigError(format!(
+                "account name {name:?} must be lowercase letters and digits"
+            )));
+        }
         let endpoint = match endpoint {
             Some(endpoint) => endpoint.to_string(),
             None => format!("https://{name}.blob.core.windows.net"),
@@ -77,7 +118,7 @@ impl Account {
         let (scheme, authority, base_path) = parse_endpoint(&endpoint)?;
         Ok(Account {
             name: name.to_string(),
-            key,
+            credential,
             scheme,
             authority,
             base_path,
@@ -104,15 +145,6 @@ impl Account {
         let name = fields
             .get("accountname")
             .ok_or_else(|| ConfigError("connection string has no AccountName".into()))?;
-        if fields.contains_key("sharedaccesssignature") && !fields.contains_key("accountkey") {
-            return Err(ConfigError(
-                "connection strings with SharedAccessSignature are not supported; use AccountKey"
-                    .into(),
-            ));
-        }
-        let key = fields
-            .get("accountkey")
-            .ok_or_else(|| ConfigError("connection string has no AccountKey".into()))?;
         let endpoint = match fields.get("blobendpoint") {
             Some(endpoint) => endpoint.clone(),
             None => {
@@ -127,15 +159,56 @@ impl Account {
                 format!("{protocol}://{name}.blob.{suffix}")
             }
         };
-        Account::new(name, key, Some(&endpoint))
+        match (
+            fields.get("accountkey"),
+            fields.get("sharedaccesssignature"),
+        ) {
+            (Some(key), _) => Account::new(name, key, Some(&endpoint)),
+            (None, Some(sas)) => Account::with_sas(name, sas, Some(&endpoint)),
+            (None, None) => Err(ConfigError(
+                "connection string has neither AccountKey nor SharedAccessSignature".into(),
+            )),
+        }
+    }
+
+    /// The account from the usual settings, looked up by name:
+    /// `AZURE_STORAGE_CONNECTION_STRING`, or `AZURE_STORAGE_ACCOUNT` with
+    /// `AZURE_STORAGE_KEY` or `AZURE_STORAGE_SAS_TOKEN` (and optionally
+    /// `AZURE_STORAGE_BLOB_ENDPOINT`). Empty values count as unset.
+    pub fn from_settings(lookup: impl Fn(&str) -> Option<String>) -> Result<Account, ConfigError> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        if let Some(text) = var("AZURE_STORAGE_CONNECTION_STRING") {
+            return Account::from_connection_string(&text);
+        }
+        let endpoint = var("AZURE_STORAGE_BLOB_ENDPOINT");
+        match (
+            var("AZURE_STORAGE_ACCOUNT"),
+            var("AZURE_STORAGE_KEY"),
+            var("AZURE_STORAGE_SAS_TOKEN"),
+        ) {
+            (Some(name), Some(key), _) => Account::new(&name, &key, endpoint.as_deref()),
+            (Some(name), None, Some(sas)) => Account::with_sas(&name, &sas, endpoint.as_deref()),
+            _ => Err(ConfigError(
+                "the Azure store needs AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN".into(),
+            )),
+        }
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    pub(crate) fn key(&self) -> &[u8] {
-        &self.key
+    /// The account key, when requests are signed with it (not with a SAS).
+    pub(crate) fn key(&self) -> Option<&[u8]> {
+        match &self.credential {
+            Credential::SharedKey(key) => Some(key),
+            Credential::Sas(_) => None,
+        }
+    }
+
+    /// Whether this account can sign SAS URLs for clients (it has the key).
+    pub fn can_sign(&self) -> bool {
+        self.key().is_some()
     }
 
     /// The blob endpoint, e.g. `https://acct.blob.core.windows.net` or
@@ -162,6 +235,16 @@ impl Account {
             format!("{}://{}{}", self.scheme, self.authority, path)
         } else {
             format!("{}://{}{}?{}", self.scheme, self.authority, path, query)
+        }
+    }
+
+    /// The URL of a request: like [`Account::url`], plus the SAS token when that
+    /// is the credential.
+    pub fn request_url(&self, path: &str, query: &str) -> String {
+        match (&self.credential, query.is_empty()) {
+            (Credential::Sas(sas), true) => self.url(path, sas),
+            (Credential::Sas(sas), false) => self.url(path, &format!("{query}&{sas}")),
+            (Credential::SharedKey(_), _) => self.url(path, query),
         }
     }
 }
@@ -246,6 +329,7 @@ mod tests {
             "AccountName=acct;AccountKey=AAAA;BlobEndpoint=::::",
             "garbage",
             "AccountName=acct;SharedAccessSignature=sv=1",
+            "AccountName=acct;BlobEndpoint=http://h/acct",
         ] {
             assert!(
                 Account::from_connection_string(bad).is_err(),
@@ -259,5 +343,27 @@ mod tests {
     fn debug_output_hides_the_key() {
         let account = Account::new("acct", DEV_KEY, None).unwrap();
         assert!(!format!("{account:?}").contains("Eby8"));
+        let sas = Account::with_sas("acct", "sv=2021-08-06&sig=SECRET", None).unwrap();
+        assert!(!format!("{sas:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn a_sas_rides_on_every_request_url_and_signs_nothing() {
+        let account = Account::from_connection_string(
+            "AccountName=acct;BlobEndpoint=https://acct.blob.core.windows.net;SharedAccessSignature=sv=2021-08-06&sr=c&sp=racwdl&sig=abc%3D",
+        )
+        .unwrap();
+        assert!(!account.can_sign());
+        assert_eq!(
+            account.request_url("/c/b", "comp=block"),
+            "https://acct.blob.core.windows.net/c/b?comp=block&sv=2021-08-06&sr=c&sp=racwdl&sig=abc%3D"
+        );
+        assert_eq!(
+            account.request_url("/c/b", ""),
+            "https://acct.blob.core.windows.net/c/b?sv=2021-08-06&sr=c&sp=racwdl&sig=abc%3D"
+        );
+        assert!(Account::new("acct", DEV_KEY, None).unwrap().can_sign());
+        assert!(Account::with_sas("acct", "?sv=1&sig=x", None).is_ok());
+        assert!(Account::with_sas("acct", "sv=1", None).is_err());
     }
 }

@@ -245,14 +245,14 @@ impl Container {
     }
 
     /// A URL with a service SAS granting `permissions` on the blob until `expiry`
-    /// (Unix seconds).
+    /// (Unix seconds); none when the account has no key to sign with.
     pub fn sas_url(
         &self,
         blob: &str,
         permissions: &str,
         start: Option<u64>,
         expiry: u64,
-    ) -> String {
+    ) -> Option<String> {
         let sas = BlobSas {
             permissions: permissions.to_string(),
             start: start.map(signing::iso8601),
@@ -260,8 +260,8 @@ impl Container {
             protocol: None,
             version: API_VERSION.to_string(),
         };
-        let query = signing::sas_query(&self.account, &self.name, blob, &sas);
-        format!("{}?{}", self.blob_url(blob), query)
+        let query = signing::sas_query(&self.account, &self.name, blob, &sas)?;
+        Some(format!("{}?{}", self.blob_url(blob), query))
     }
 
     fn build(
@@ -275,7 +275,7 @@ impl Container {
     ) -> Operation {
         let url = self
             .account
-            .url(&self.account.path(&self.name, blob), query);
+            .request_url(&self.account.path(&self.name, blob), query);
         let mut request = http::Request::builder()
             .method(method.clone())
             .uri(url)

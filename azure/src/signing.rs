@@ -118,13 +118,17 @@ pub fn hmac_base64(key: &[u8], text: &str) -> String {
 /// Adds `Authorization: SharedKey <account>:<signature>` to a request whose
 /// headers (including `x-ms-date` and `x-ms-version`) are final.
 pub fn sign<B>(account: &Account, request: &mut http::Request<B>) {
+    // With a SAS credential the token in the URL is the proof.
+    let Some(key) = account.key() else {
+        return;
+    };
     let text = string_to_sign(
         account.name(),
         request.method(),
         request.uri(),
         request.headers(),
     );
-    let signature = hmac_base64(account.key(), &text);
+    let signature = hmac_base64(key, &text);
     let value = format!("SharedKey {}:{}", account.name(), signature);
     request.headers_mut().insert(
         http::header::AUTHORIZATION,
@@ -170,10 +174,11 @@ pub fn sas_string_to_sign(account: &str, container: &str, blob: &str, sas: &Blob
     .join("\n")
 }
 
-/// The SAS query string (without `?`) granting `sas` on a blob.
-pub fn sas_query(account: &Account, container: &str, blob: &str, sas: &BlobSas) -> String {
+/// The SAS query string (without `?`) granting `sas` on a blob; none when the
+/// account has no key to sign with.
+pub fn sas_query(account: &Account, container: &str, blob: &str, sas: &BlobSas) -> Option<String> {
     let signature = hmac_base64(
-        account.key(),
+        account.key()?,
         &sas_string_to_sign(account.name(), container, blob, sas),
     );
     let mut query = format!("sv={}", encode_query_value(&sas.version));
@@ -189,7 +194,7 @@ pub fn sas_query(account: &Account, container: &str, blob: &str, sas: &BlobSas) 
         query.push_str(&format!("&spr={}", encode_query_value(protocol)));
     }
     query.push_str(&format!("&sig={}", encode_query_value(&signature)));
-    query
+    Some(query)
 }
 
 /// Unix seconds as the ISO 8601 form SAS uses (`2026-11-26T12:00:00Z`).

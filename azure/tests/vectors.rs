@@ -81,7 +81,7 @@ fn service_sas_matches_the_sdk() {
             text(&case, "string_to_sign"),
             "{name}: string-to-sign"
         );
-        let query = signing::sas_query(&account, &container, &blob, &sas);
+        let query = signing::sas_query(&account, &container, &blob, &sas).unwrap();
         let signature = query.split("&sig=").nth(1).unwrap();
         let decoded = percent_encoding::percent_decode_str(signature)
             .decode_utf8()

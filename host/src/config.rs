@@ -44,8 +44,9 @@ pub struct ServeArgs {
 
     /// Store: `dir:PATH`, `memory` or `azure`. Default: `dir:` under the user's cache
     /// directory (`$XDG_CACHE_HOME/blobcache/store`, else `~/.cache/blobcache/store`).
-    /// `azure` reads AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and
-    /// AZURE_STORAGE_KEY (and optionally AZURE_STORAGE_BLOB_ENDPOINT).
+    /// `azure` reads AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with
+    /// AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN (and optionally
+    /// AZURE_STORAGE_BLOB_ENDPOINT).
     #[arg(long, env = "BLOBCACHE_STORE")]
     pub store: Option<StoreSpec>,
 

@@ -349,6 +349,30 @@ impl Azurite {
     }
 }
 
+impl Azurite {
+    /// A SAS for one container made by Microsoft's SDK (tests/sdk/sas.mjs).
+    pub fn container_sas(&self, container: &str, permissions: &str) -> String {
+        let output = Command::new("node")
+            .arg(repo_root().join("tests/sdk/sas.mjs"))
+            .args([
+                blobcache_azure::account::DEV_ACCOUNT,
+                blobcache_azure::account::DEV_KEY,
+                container,
+                permissions,
+                "3600",
+            ])
+            .current_dir(repo_root())
+            .output()
+            .expect("running node (./test.sh installs the SDK)");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+}
+
 impl Drop for Azurite {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -40,22 +40,10 @@ pub struct AzureConfig {
 
 impl AzureConfig {
     /// Settings from the environment: `AZURE_STORAGE_CONNECTION_STRING`, or
-    /// `AZURE_STORAGE_ACCOUNT` + `AZURE_STORAGE_KEY` (+ `AZURE_STORAGE_BLOB_ENDPOINT`).
+    /// `AZURE_STORAGE_ACCOUNT` + `AZURE_STORAGE_KEY` or `AZURE_STORAGE_SAS_TOKEN`
+    /// (+ `AZURE_STORAGE_BLOB_ENDPOINT`).
     pub fn from_env(container: &str, prefix: &str) -> Result<AzureConfig, ConfigError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let account = match var("AZURE_STORAGE_CONNECTION_STRING") {
-            Some(text) => Account::from_connection_string(&text)?,
-            None => {
-                let (Some(name), Some(key)) =
-                    (var("AZURE_STORAGE_ACCOUNT"), var("AZURE_STORAGE_KEY"))
-                else {
-                    return Err(ConfigError(
-                        "--store azure needs AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY".into(),
-                    ));
-                };
-                Account::new(&name, &key, var("AZURE_STORAGE_BLOB_ENDPOINT").as_deref())?
-            }
-        };
+        let account = Account::from_settings(|name| std::env::var(name).ok())?;
         Ok(AzureConfig {
             account,
             container: container.to_string(),
@@ -494,13 +482,13 @@ impl Backend for AzureStore {
         };
         let now = now_unix();
         // Start a little in the past: clocks of client and service differ.
-        let url = self.inner.container.sas_url(
+        // None with a SAS credential: it cannot sign; the component moves the bytes.
+        Ok(self.inner.container.sas_url(
             &self.blob_name(key),
             permissions,
             Some(now.saturating_sub(300)),
             now + u64::from(ttl_seconds.max(1)),
-        );
-        Ok(Some(url))
+        ))
     }
 }
 
