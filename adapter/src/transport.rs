@@ -79,6 +79,39 @@ pub struct InFlight {
     started: u64,
 }
 
+/// A request whose head went out and whose body is being written.
+pub struct Sending {
+    future: FutureIncomingResponse,
+    /// The body's stream (a child of the body, so dropped first) and the body.
+    body: Option<(OutputStream, OutgoingBody)>,
+    /// Bytes of the body written so far.
+    written: usize,
+}
+
+impl Sending {
+    /// Writes as much of the rest of `bytes` as the stream takes now, without
+    /// waiting, so the host sends it while the caller goes on.
+    pub fn pump(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let Some((stream, _)) = &self.body else {
+            return Ok(());
+        };
+        while self.written < bytes.len() {
+            match stream.check_write() {
+                Ok(0) => return Ok(()),
+                Ok(permit) => {
+                    let end = bytes.len().min(self.written.saturating_add(permit as usize));
+                    stream
+                        .write(&bytes[self.written..end])
+                        .map_err(describe)?;
+                    self.written = end;
+                }
+                Err(e) => return Err(describe(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How requests are sent: per-attempt timeout and retry policy.
 #[derive(Clone, Debug)]
 pub struct Transport {
@@ -166,7 +199,22 @@ impl Transport {
 
     /// Starts one attempt: sends the request head and writes the whole body.
     pub fn start(&self, operation: Operation, content: Option<&[u8]>) -> Result<InFlight, String> {
-        let started = monotonic_clock::now();
+        let built = match &operation.body {
+            Body::Bytes(bytes) => Some(bytes.clone()),
+            Body::Streamed { .. } | Body::Empty => None,
+        };
+        let bytes: &[u8] = match (&built, &operation.body, content) {
+            (Some(bytes), _, _) => bytes,
+            (None, Body::Streamed { .. }, Some(content)) => content,
+            _ => &[],
+        };
+        let sending = self.begin(operation)?;
+        self.send_rest(sending, bytes)
+    }
+
+    /// Sends the request head; the body is written with [`Sending::pump`] and
+    /// [`Self::send_rest`].
+    pub fn begin(&self, operation: Operation) -> Result<Sending, String> {
         let (parts, ()) = operation.request.into_parts();
         let mut pairs = Vec::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
@@ -194,25 +242,38 @@ impl Transport {
             .and(request.set_path_with_query(parts.uri.path_and_query().map(|p| p.as_str())));
         set.map_err(|()| format!("request {} refused by the host", parts.uri))?;
         let body = request.body().expect("a new request's body is taken once");
+        // The head goes out first: the body's stream only drains once the host
+        // is sending the request.
         let future = outgoing_handler::handle(request, Some(self.options()))
             .map_err(|e| format!("request to {} refused: {e:?}", parts.uri))?;
-        let bytes: &[u8] = match (&operation.body, content) {
-            (Body::Bytes(bytes), _) => bytes,
-            (Body::Streamed { .. }, Some(content)) => content,
-            (Body::Streamed { .. }, None) | (Body::Empty, _) => &[],
+        let stream = body.write().expect("a body's stream is taken once");
+        Ok(Sending {
+            future,
+            body: Some((stream, body)),
+            written: 0,
+        })
+    }
+
+    /// Writes what is left of `bytes` (waiting for the stream, up to the
+    /// timeout) and finishes the body; the answer is then awaited with
+    /// [`Self::finish`].
+    pub fn send_rest(&self, mut sending: Sending, bytes: &[u8]) -> Result<InFlight, String> {
+        let deadline = monotonic_clock::now() + self.timeout_nanos();
+        let Some((stream, body)) = sending.body.take() else {
+            return Err("request body already finished".into());
         };
-        if !bytes.is_empty() {
-            let stream = body.write().expect("a body's stream is taken once");
-            let written = write_all(&stream, bytes, started + self.timeout_nanos());
-            drop(stream);
-            if let Err(why) = written {
-                // Finishing would send a truncated body; dropping aborts it.
-                drop(body);
-                return Err(self.failure_of(future, why));
-            }
+        let written = write_all(&stream, &bytes[sending.written.min(bytes.len())..], deadline);
+        drop(stream);
+        if let Err(why) = written {
+            // Finishing would send a truncated body; dropping aborts it.
+            drop(body);
+            return Err(self.failure_of(sending.future, why));
         }
         OutgoingBody::finish(body, None).map_err(|e| format!("request body failed: {e:?}"))?;
-        Ok(InFlight { future, started })
+        Ok(InFlight {
+            future: sending.future,
+            started: monotonic_clock::now(),
+        })
     }
 
     /// Waits for the answer of a started attempt.

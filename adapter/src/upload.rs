@@ -1,6 +1,8 @@
 //! Uploads: content arrives through `writer.write`, is hashed and cut into blocks,
-//! and each full block goes out as Put Block while the next one fills (a few
-//! answers awaited at once, so memory per upload stays about three blocks).
+//! and each full block goes out as Put Block while the next one fills: its bytes
+//! are handed to the host as its stream takes them, between chunks, so sending
+//! overlaps with receiving and hashing. At most `parallel_blocks` are under way,
+//! so memory per upload stays about three blocks.
 //! `finish` checks size and sha256 of everything written before anything becomes
 //! visible, then commits with Put Block List (or, for one block, a single Put Blob).
 //!
@@ -19,7 +21,7 @@ use wasip2::io::streams::OutputStream;
 
 use crate::bindings::exports::blobcache::store::types::GuestWriter;
 use crate::store::{header_text, now_unix, AzureStore};
-use crate::transport::{CallError, InFlight};
+use crate::transport::{CallError, Sending};
 use crate::*;
 
 /// The `writer` resource.
@@ -47,7 +49,9 @@ struct Upload {
 struct PendingBlock {
     id: String,
     content: Vec<u8>,
-    sent: Result<InFlight, String>,
+    /// The attempt under way, its body written as the stream takes it; or why it
+    /// failed (then the block is sent again when it is completed).
+    sending: Result<Sending, String>,
 }
 
 impl UploadWriter {
@@ -88,6 +92,7 @@ impl Upload {
         self.hasher.update(chunk);
         self.written = total;
         self.buffer.extend_from_slice(chunk);
+        self.pump();
         let block_size = self.azure.block_size;
         // Strictly more than a block: the last block stays held back.
         while self.buffer.len() > block_size {
@@ -104,8 +109,21 @@ impl Upload {
         self.failure.get_or_insert(error).clone()
     }
 
-    /// Starts a Put Block of a full (not last) block, first waiting for the
-    /// oldest answer when enough are outstanding.
+    /// Moves bytes of the blocks under way into their requests, as far as their
+    /// streams take them without waiting: the host sends them while the caller
+    /// reads (and this component hashes) the next chunk.
+    fn pump(&mut self) {
+        for block in &mut self.in_flight {
+            if let Ok(sending) = &mut block.sending {
+                if let Err(why) = sending.pump(&block.content) {
+                    block.sending = Err(why);
+                }
+            }
+        }
+    }
+
+    /// Starts a Put Block of a full (not last) block, first completing the
+    /// oldest when enough are under way.
     fn send_block(&mut self, content: Vec<u8>) -> Result<(), Error> {
         while self.in_flight.len() >= self.azure.parallel_blocks {
             self.complete_oldest()?;
@@ -114,22 +132,31 @@ impl Upload {
         self.sent.push(id.clone());
         let (container, length) = (&self.azure.container, content.len() as u64);
         let operation = container.put_block(&self.blob, &id, length, std::time::SystemTime::now());
-        let sent = self.azure.transport.start(operation, Some(&content));
-        self.in_flight.push_back(PendingBlock { id, content, sent });
+        let sending = self.azure.transport.begin(operation);
+        self.in_flight.push_back(PendingBlock {
+            id,
+            content,
+            sending,
+        });
+        self.pump();
         Ok(())
     }
 
-    /// Waits for the oldest outstanding Put Block, retrying it if it failed.
+    /// Finishes writing the oldest Put Block and waits for its answer, retrying
+    /// it if it failed.
     fn complete_oldest(&mut self) -> Result<(), Error> {
         let Some(block) = self.in_flight.pop_front() else {
             return Ok(());
         };
         let (container, blob) = (&self.azure.container, &self.blob);
         let length = block.content.len() as u64;
-        self.azure
-            .transport
+        let transport = &self.azure.transport;
+        let sent = block
+            .sending
+            .and_then(|sending| transport.send_rest(sending, &block.content));
+        transport
             .complete(
-                block.sent,
+                sent,
                 |now| container.put_block(blob, &block.id, length, now),
                 Some(&block.content),
             )
