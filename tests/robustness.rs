@@ -9,16 +9,19 @@ use std::time::Duration;
 
 use support::{eventually, sha256_hex, Body, Connection, Server};
 
+/// A server with the dir store (`None`), another store, or `"copy"`: the dir
+/// store with uploads copied through `writer.write`, as with a store component.
 fn start(store: Option<&str>) -> Server {
     match store {
         None => Server::start(),
+        Some("copy") => Server::start_with(&["--copy-uploads"]),
         Some(kind) => Server::start_with(&["--store", kind]),
     }
 }
 
 #[test]
 fn client_disconnect_mid_upload_stores_nothing() {
-    for store in [None, Some("memory")] {
+    for store in [None, Some("memory"), Some("copy")] {
         let server = start(store);
         let content = vec![42u8; 1 << 20];
         let hash = sha256_hex(&content);
@@ -75,7 +78,7 @@ fn client_disconnect_mid_upload_stores_nothing() {
 
 #[test]
 fn truncated_chunked_upload_stores_nothing() {
-    for store in [None, Some("memory")] {
+    for store in [None, Some("memory"), Some("copy")] {
         let server = start(store);
         let mut connection = Connection::open(&server.addr);
         connection.write_raw(

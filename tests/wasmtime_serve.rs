@@ -341,4 +341,22 @@ fn a_container_sas_works_instead_of_the_account_key() {
         put.text()
     );
     assert_eq!(server.get(&path).status, 404);
+    // Blocks too: Azure's early refusal is the answer (not retried as a
+    // broken connection), and no text carries the signature.
+    let blocks = format!("/ccache/{}", "e".repeat(40));
+    let started = std::time::Instant::now();
+    let put = refused.put(&blocks, &blob);
+    assert_eq!(put.status, 500, "{}", put.text());
+    assert!(
+        put.text().contains("authentication failed"),
+        "{}",
+        put.text()
+    );
+    assert!(!put.text().contains("sig="), "{}", put.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a refusal was retried: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.get(&blocks).status, 404);
 }

@@ -20,8 +20,9 @@ use blobcache_azure::{Account, ConfigError, RetryPolicy};
 
 /// Default bytes per Put Block: memory per upload is about three blocks.
 pub const DEFAULT_BLOCK_SIZE: usize = 4 << 20;
-/// Smallest and largest block sizes accepted.
-const BLOCK_SIZES: std::ops::RangeInclusive<usize> = (64 << 10)..=(256 << 20);
+/// Smallest and largest block sizes accepted (an upload holds about three
+/// blocks in the component's memory).
+const BLOCK_SIZES: std::ops::RangeInclusive<usize> = (64 << 10)..=(64 << 20);
 
 /// Everything the store needs, read once per instance.
 #[derive(Clone, Debug)]

@@ -275,8 +275,17 @@ impl store::Guest for Adapter {
         check_key(&key)?;
         let azure = azure()?;
         let name = azure.blob_name(&key);
-        azure.call(|now| azure.container.delete_blob(&name, now))?;
-        Ok(())
+        let mut retried = false;
+        match azure.transport.call_noting_retries(
+            |now| azure.container.delete_blob(&name, now),
+            None,
+            &mut retried,
+        ) {
+            Ok(_) => Ok(()),
+            // An earlier attempt deleted it, and its answer was lost.
+            Err(CallError::Service(e)) if retried && e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn list(prefix: String, cursor: Option<String>, limit: u32) -> Result<ListPage, Error> {

@@ -73,11 +73,19 @@ impl Answer {
     }
 }
 
-/// An operation whose request and body went out, its answer still to come.
-pub struct InFlight {
-    future: FutureIncomingResponse,
-    started: u64,
+/// An operation whose request and body went out.
+pub enum InFlight {
+    /// The answer is still to come (the timeout counts from `started`).
+    Waiting {
+        future: FutureIncomingResponse,
+        started: u64,
+    },
+    /// The service answered before the body was through.
+    Answered(IncomingResponse),
 }
+
+/// How long a request whose body broke waits for an early answer.
+const EARLY_ANSWER_WAIT: u64 = 2_000_000_000;
 
 /// A request whose head went out and whose body is being written.
 pub struct Sending {
@@ -99,10 +107,10 @@ impl Sending {
             match stream.check_write() {
                 Ok(0) => return Ok(()),
                 Ok(permit) => {
-                    let end = bytes.len().min(self.written.saturating_add(permit as usize));
-                    stream
-                        .write(&bytes[self.written..end])
-                        .map_err(describe)?;
+                    let end = bytes
+                        .len()
+                        .min(self.written.saturating_add(permit as usize));
+                    stream.write(&bytes[self.written..end]).map_err(describe)?;
                     self.written = end;
                 }
                 Err(e) => return Err(describe(e)),
@@ -240,12 +248,15 @@ impl Transport {
             .and(request.set_scheme(Some(&scheme)))
             .and(request.set_authority(parts.uri.authority().map(|a| a.as_str())))
             .and(request.set_path_with_query(parts.uri.path_and_query().map(|p| p.as_str())));
-        set.map_err(|()| format!("request {} refused by the host", parts.uri))?;
+        // Errors name the path only: with a SAS credential the query holds the
+        // signature, and these texts reach clients.
+        let target = format!("{} {}", parts.method, parts.uri.path());
+        set.map_err(|()| format!("request {target} refused by the host"))?;
         let body = request.body().expect("a new request's body is taken once");
         // The head goes out first: the body's stream only drains once the host
         // is sending the request.
         let future = outgoing_handler::handle(request, Some(self.options()))
-            .map_err(|e| format!("request to {} refused: {e:?}", parts.uri))?;
+            .map_err(|e| format!("request {target} refused: {e:?}"))?;
         let stream = body.write().expect("a body's stream is taken once");
         Ok(Sending {
             future,
@@ -258,19 +269,29 @@ impl Transport {
     /// timeout) and finishes the body; the answer is then awaited with
     /// [`Self::finish`].
     pub fn send_rest(&self, mut sending: Sending, bytes: &[u8]) -> Result<InFlight, String> {
-        let deadline = monotonic_clock::now() + self.timeout_nanos();
         let Some((stream, body)) = sending.body.take() else {
             return Err("request body already finished".into());
         };
-        let written = write_all(&stream, &bytes[sending.written.min(bytes.len())..], deadline);
+        let rest = &bytes[sending.written.min(bytes.len())..];
+        let written = write_all(&stream, rest, self.timeout_nanos());
         drop(stream);
         if let Err(why) = written {
             // Finishing would send a truncated body; dropping aborts it.
             drop(body);
-            return Err(self.failure_of(sending.future, why));
+            // The service may have answered early (403, 413): that answer, not
+            // the broken body, says what went wrong, and whether to retry.
+            let answered = sending.future.subscribe();
+            if wait(&answered, monotonic_clock::now() + EARLY_ANSWER_WAIT) {
+                drop(answered);
+                if let Some(Ok(Ok(response))) = sending.future.get() {
+                    return Ok(InFlight::Answered(response));
+                }
+                return Err(why);
+            }
+            return Err(why);
         }
         OutgoingBody::finish(body, None).map_err(|e| format!("request body failed: {e:?}"))?;
-        Ok(InFlight {
+        Ok(InFlight::Waiting {
             future: sending.future,
             started: monotonic_clock::now(),
         })
@@ -278,25 +299,19 @@ impl Transport {
 
     /// Waits for the answer of a started attempt.
     pub fn finish(&self, sent: InFlight) -> Result<IncomingResponse, String> {
-        let deadline = sent.started + self.timeout_nanos();
-        let ready = sent.future.subscribe();
-        if !wait(&ready, deadline) {
+        let (future, started) = match sent {
+            InFlight::Answered(response) => return Ok(response),
+            InFlight::Waiting { future, started } => (future, started),
+        };
+        let ready = future.subscribe();
+        if !wait(&ready, started + self.timeout_nanos()) {
             return Err(format!("no answer within {:?}", self.timeout));
         }
         drop(ready);
-        match sent.future.get() {
+        match future.get() {
             Some(Ok(Ok(response))) => Ok(response),
             Some(Ok(Err(code))) => Err(format!("{code:?}")),
             Some(Err(())) | None => Err("the answer was already taken".into()),
-        }
-    }
-
-    /// Why a request failed while its body was written: the host's error code
-    /// when it has one, else `why`.
-    fn failure_of(&self, future: FutureIncomingResponse, why: String) -> String {
-        match future.get() {
-            Some(Ok(Err(code))) => format!("{code:?}"),
-            _ => why,
         }
     }
 
@@ -316,8 +331,10 @@ impl Transport {
     }
 }
 
-/// Writes all of `bytes`, waiting for the stream's permits, until `deadline`.
-fn write_all(stream: &OutputStream, mut bytes: &[u8], deadline: u64) -> Result<(), String> {
+/// Writes all of `bytes`, waiting for the stream's permits; fails when the
+/// stream takes nothing for `stall` nanoseconds.
+fn write_all(stream: &OutputStream, mut bytes: &[u8], stall: u64) -> Result<(), String> {
+    let mut deadline = monotonic_clock::now() + stall;
     while !bytes.is_empty() {
         let permit = match stream.check_write() {
             Ok(0) => {
@@ -333,6 +350,7 @@ fn write_all(stream: &OutputStream, mut bytes: &[u8], deadline: u64) -> Result<(
         let (now, rest) = bytes.split_at(permit);
         stream.write(now).map_err(describe)?;
         bytes = rest;
+        deadline = monotonic_clock::now() + stall;
     }
     // Flush and wait for it, so a failure of the last bytes is seen here. A
     // stream closed now has taken every byte (the host stops reading once the

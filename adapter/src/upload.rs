@@ -61,13 +61,14 @@ impl UploadWriter {
         options: WriteOptions,
         ids: BlockIds,
     ) -> UploadWriter {
+        let capacity = azure.block_size;
         UploadWriter {
             upload: RefCell::new(Upload {
                 azure,
                 blob,
                 options,
                 ids,
-                buffer: Vec::new(),
+                buffer: Vec::with_capacity(capacity),
                 hasher: Sha256::new(),
                 written: 0,
                 sent: Vec::new(),
@@ -91,17 +92,22 @@ impl Upload {
         }
         self.hasher.update(chunk);
         self.written = total;
-        self.buffer.extend_from_slice(chunk);
-        self.pump();
         let block_size = self.azure.block_size;
-        // Strictly more than a block: the last block stays held back.
-        while self.buffer.len() > block_size {
-            let rest = self.buffer.split_off(block_size);
-            let block = std::mem::replace(&mut self.buffer, rest);
-            if let Err(e) = self.send_block(block) {
-                return Err(self.fail(e));
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            // A full block goes out only once more bytes arrive: the last block
+            // stays held back for `finish`.
+            if self.buffer.len() == block_size {
+                let block = std::mem::replace(&mut self.buffer, Vec::with_capacity(block_size));
+                if let Err(e) = self.send_block(block) {
+                    return Err(self.fail(e));
+                }
             }
+            let take = rest.len().min(block_size - self.buffer.len());
+            self.buffer.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
         }
+        self.pump();
         Ok(())
     }
 

@@ -89,7 +89,11 @@ impl Account {
     pub fn with_sas(name: &str, sas: &str, endpoint: Option<&str>) -> Result<Account, ConfigError> {
         let sas = sas.trim().trim_start_matches('?');
         let has = |field: &str| sas.split('&').any(|pair| pair.starts_with(field));
-        if !has("sig=") || !has("sv=") {
+        // It goes on every URL as it is: only characters a query may hold.
+        let query_safe = sas
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%&=+/:!$'()*,;@".contains(&b));
+        if !query_safe || !has("sig=") || !has("sv=") {
             return Err(ConfigError(
                 "the SAS token must be a query string with sv= and sig=".into(),
             ));
@@ -142,8 +146,14 @@ impl Account {
         {
             return Account::new(DEV_ACCOUNT, DEV_KEY, Some(DEV_ENDPOINT));
         }
+        // Azure's SAS connection strings name no account, only the endpoint.
+        let from_endpoint = fields
+            .get("blobendpoint")
+            .filter(|_| fields.contains_key("sharedaccesssignature"))
+            .and_then(|endpoint| account_of_endpoint(endpoint));
         let name = fields
             .get("accountname")
+            .or(from_endpoint.as_ref())
             .ok_or_else(|| ConfigError("connection string has no AccountName".into()))?;
         let endpoint = match fields.get("blobendpoint") {
             Some(endpoint) => endpoint.clone(),
@@ -265,6 +275,24 @@ pub(crate) fn encode_query_value(value: &str) -> String {
     encode_segment(value)
 }
 
+/// The account an endpoint belongs to: `<account>.blob.<suffix>`, or the first
+/// path segment of a path-style endpoint (Azurite's `/<account>`).
+fn account_of_endpoint(endpoint: &str) -> Option<String> {
+    let (_, authority, base_path) = parse_endpoint(endpoint).ok()?;
+    let host = authority.split(':').next()?;
+    match host.split_once(".blob.") {
+        Some((account, _)) => Some(account.to_string()),
+        None => Some(
+            base_path
+                .trim_start_matches('/')
+                .split('/')
+                .next()?
+                .to_string(),
+        )
+        .filter(|name| !name.is_empty()),
+    }
+}
+
 fn parse_endpoint(endpoint: &str) -> Result<(String, String, String), ConfigError> {
     let bad = |why: &str| ConfigError(format!("blob endpoint {endpoint:?} {why}"));
     let uri: http::Uri = endpoint
@@ -365,5 +393,13 @@ mod tests {
         assert!(Account::new("acct", DEV_KEY, None).unwrap().can_sign());
         assert!(Account::with_sas("acct", "?sv=1&sig=x", None).is_ok());
         assert!(Account::with_sas("acct", "sv=1", None).is_err());
+        assert!(Account::with_sas("acct", "sv=1&sig=a b", None).is_err());
+        // As the portal writes them: no AccountName, the endpoint names it.
+        for (text, name) in [
+            ("BlobEndpoint=https://mine.blob.core.windows.net/;SharedAccessSignature=sv=1&sig=x", "mine"),
+            ("BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;SharedAccessSignature=sv=1&sig=x", "devstoreaccount1"),
+        ] {
+            assert_eq!(Account::from_connection_string(text).unwrap().name(), name);
+        }
     }
 }

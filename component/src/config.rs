@@ -9,3 +9,10 @@ pub fn max_blob_size() -> Option<u64> {
         .ok()
         .filter(|n| *n > 0)
 }
+
+/// Whether uploads are copied into `writer.write` even when the store offers a
+/// stream (`BLOBCACHE_COPY_UPLOADS=1`): the path a store component takes, made
+/// reachable on the native host for tests and comparisons.
+pub fn copy_uploads() -> bool {
+    std::env::var("BLOBCACHE_COPY_UPLOADS").is_ok_and(|v| v == "1")
+}

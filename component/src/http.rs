@@ -16,6 +16,8 @@ use crate::bindings::blobcache::store::types::{BlobInfo, Writer};
 const SPLICE_CHUNK: u64 = 4 << 20;
 /// Most bytes read per chunk when a store takes content through `write`.
 const COPY_CHUNK: u64 = 256 << 10;
+/// Longest wait for more of a request body copied into `writer.write`.
+const BODY_STALL_NANOS: u64 = 60_000_000_000;
 
 /// Answers with a short text body (error reasons, `ok`). Reasons stay one line.
 pub fn respond_text(out: ResponseOutparam, status: u16, text: &str) {
@@ -178,10 +180,14 @@ pub fn receive_body(request: &IncomingRequest, writer: &Writer) -> Result<u64, R
     let source = body
         .stream()
         .map_err(|()| ReceiveError::Client("request body unavailable".into()))?;
-    let result = match writer.body() {
-        Ok(Some(sink)) => splice_into(&source, sink),
-        Ok(None) => copy_into(&source, writer),
-        Err(e) => Err(ReceiveError::NoStream(e)),
+    let result = if crate::config::copy_uploads() {
+        copy_into(&source, writer)
+    } else {
+        match writer.body() {
+            Ok(Some(sink)) => splice_into(&source, sink),
+            Ok(None) => copy_into(&source, writer),
+            Err(e) => Err(ReceiveError::NoStream(e)),
+        }
     };
     drop(source);
     drop(wasip2::http::types::IncomingBody::finish(body));
@@ -215,8 +221,14 @@ fn splice_into(source: &InputStream, sink: OutputStream) -> Result<u64, ReceiveE
 fn copy_into(source: &InputStream, writer: &Writer) -> Result<u64, ReceiveError> {
     let mut total = 0;
     loop {
-        match source.blocking_read(COPY_CHUNK) {
-            Ok(chunk) => {
+        match read_within(source, COPY_CHUNK, BODY_STALL_NANOS) {
+            Ok(None) => {
+                return Err(ReceiveError::Client(format!(
+                    "request body stalled: nothing arrived for {} s",
+                    BODY_STALL_NANOS / 1_000_000_000
+                )))
+            }
+            Ok(Some(chunk)) => {
                 let length = chunk.len() as u64;
                 // The writer records why it failed; `finish` reports it.
                 writer.write(&chunk).map_err(|_| ReceiveError::Store)?;
@@ -231,6 +243,26 @@ fn copy_into(source: &InputStream, writer: &Writer) -> Result<u64, ReceiveError>
             }
         }
     }
+}
+
+/// Reads up to `length` bytes, waiting at most `stall` nanoseconds for any;
+/// `None` when nothing arrived in that time. Hosts without a watchdog of their
+/// own (`wasmtime serve`, Spin) would otherwise hold a stalled upload forever.
+fn read_within(
+    source: &InputStream,
+    length: u64,
+    stall: u64,
+) -> Result<Option<Vec<u8>>, StreamError> {
+    let chunk = source.read(length)?;
+    if !chunk.is_empty() {
+        return Ok(Some(chunk));
+    }
+    let ready = source.subscribe();
+    let timer = wasip2::clocks::monotonic_clock::subscribe_duration(stall);
+    if !wasip2::io::poll::poll(&[&ready, &timer]).contains(&0) {
+        return Ok(None);
+    }
+    source.read(length).map(Some)
 }
 
 fn splice_all(source: &InputStream, sink: &OutputStream) -> Result<u64, wasip2::io::error::Error> {

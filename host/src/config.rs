@@ -92,6 +92,12 @@ pub struct ServeArgs {
     #[arg(long, env = "BLOBCACHE_COMPILE_CACHE")]
     pub compile_cache: Option<PathBuf>,
 
+    /// Have the component copy upload bodies into `writer.write` instead of
+    /// splicing them into the store's stream, as it must with a store component
+    /// (for tests and comparisons).
+    #[arg(long, env = "BLOBCACHE_COPY_UPLOADS", hide = true)]
+    pub copy_uploads: bool,
+
     /// Run this component file instead of the built-in one.
     #[arg(long, env = "BLOBCACHE_COMPONENT", hide = true)]
     pub component: Option<PathBuf>,
@@ -111,6 +117,9 @@ impl ServeArgs {
                 "BLOBCACHE_MAX_BLOB_SIZE".into(),
                 self.max_blob_size.to_string(),
             ));
+        }
+        if self.copy_uploads {
+            component_env.push(("BLOBCACHE_COPY_UPLOADS".into(), "1".into()));
         }
         RuntimeConfig {
             guest_memory: self.guest_memory_mib << 20,

@@ -34,6 +34,9 @@ impl types::HostWriter for RequestState {
 
     async fn write(&mut self, writer: Resource<PendingWrite>, chunk: Vec<u8>) -> Wit<()> {
         let pending = self.table.get_mut(&writer)?;
+        if let Some(failed) = &pending.failed {
+            return Ok(Err(failed.clone()));
+        }
         let stream = match &mut pending.chunks {
             Some(stream) => stream,
             None => match pending.writer.body() {
@@ -52,17 +55,34 @@ impl types::HostWriter for RequestState {
                 Err(e) => Err(e),
             };
             if let Err(e) = written {
-                // The writer recorded the cause; `finish` returns it.
-                return Ok(Err(Error::Other(format!("upload failed: {e}"))));
+                // `finish` returns this and publishes nothing.
+                let error = match e {
+                    wasmtime_wasi::p2::StreamError::LastOperationFailed(cause) => cause
+                        .downcast_ref::<Error>()
+                        .cloned()
+                        .unwrap_or_else(|| Error::Other(format!("upload failed: {cause}"))),
+                    other => Error::Other(format!("upload failed: {other}")),
+                };
+                pending.failed = Some(error.clone());
+                return Ok(Err(error));
             }
         }
         Ok(Ok(()))
     }
 
     async fn finish(&mut self, writer: Resource<PendingWrite>) -> Wit<BlobInfo> {
-        let PendingWrite { writer, chunks } = self.table.delete(writer)?;
+        let PendingWrite {
+            writer,
+            chunks,
+            failed,
+        } = self.table.delete(writer)?;
         drop(chunks);
         let _busy = self.progress.store_call();
+        if let Some(failed) = failed {
+            // Never finish after a failed write: dropping the writer discards it.
+            drop(writer);
+            return Ok(Err(failed));
+        }
         Ok(writer.finish().await)
     }
 

@@ -64,6 +64,8 @@ pub struct PendingWrite {
     pub(crate) writer: Box<dyn BlobWriter>,
     /// The body stream that `write` feeds, taken on its first call.
     pub(crate) chunks: Option<DynOutputStream>,
+    /// The first failed `write`: `finish` reports it and publishes nothing.
+    pub(crate) failed: Option<Error>,
 }
 
 impl PendingWrite {
@@ -71,6 +73,7 @@ impl PendingWrite {
         PendingWrite {
             writer,
             chunks: None,
+            failed: None,
         }
     }
 }

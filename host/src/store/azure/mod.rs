@@ -119,7 +119,7 @@ impl AzureStore {
         let startup_error = |step: &str, error: CallError| {
             match error {
             CallError::Service(e) if e.kind() == ErrorKind::Authentication => anyhow::anyhow!(
-                "Azure rejected the credentials for account {} while trying to {step} ({e}); check the account key",
+                "Azure rejected the credentials for account {} while trying to {step} ({e}); check the account key or SAS",
                 config.account.name()
             ),
             CallError::Service(e) if e.code == "ContainerNotFound" => anyhow::anyhow!(
@@ -254,6 +254,8 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// The error and its causes, with the URL's query left out: with a SAS
+/// credential it holds the signature, and these texts reach clients and logs.
 fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
@@ -261,6 +263,11 @@ fn describe(error: &reqwest::Error) -> String {
         text.push_str(": ");
         text.push_str(&cause.to_string());
         source = cause.source();
+    }
+    if let Some(url) = error.url().filter(|url| url.query().is_some()) {
+        let mut bare = url.clone();
+        bare.set_query(None);
+        text = text.replace(url.as_str(), bare.as_str());
     }
     text
 }
@@ -433,9 +440,20 @@ impl Backend for AzureStore {
     async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         let name = self.blob_name(key);
-        self.call(|now| self.inner.container.delete_blob(&name, now), None)
-            .await?;
-        Ok(())
+        let mut retried = false;
+        match self
+            .call_noting_retries(
+                |now| self.inner.container.delete_blob(&name, now),
+                None,
+                &mut retried,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // An earlier attempt deleted it, and its answer was lost.
+            Err(CallError::Service(e)) if retried && e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn list(&self, prefix: &str, cursor: Option<String>, limit: u32) -> Result<ListPage> {
