@@ -407,13 +407,6 @@ fn server_behind(proxy: &FaultProxy) -> Server {
     Server::start_with_env(&args, &[("AZURE_STORAGE_CONNECTION_STRING", &connection)])
 }
 
-fn noise(seed: u64, length: usize) -> Vec<u8> {
-    use std::io::Read;
-    let mut bytes = vec![0u8; length];
-    Noise::new(seed).read_exact(&mut bytes).unwrap();
-    bytes
-}
-
 /// The first attempt of every distinct request fails in one of Azure's ways;
 /// retries (and resumed downloads) get through.
 #[test]
@@ -439,7 +432,7 @@ fn requests_succeed_through_transient_faults() {
     });
 
     // 20 MiB: three Put Blocks and a Put Block List, each failing once.
-    let big = noise(21, 20 << 20);
+    let big = support::noise(21, 20 << 20);
     let response = server.put("/ccache/big", &big);
     assert_eq!(response.status, 200, "{}", response.text());
     let hit = server.get("/ccache/big");
@@ -462,7 +455,7 @@ fn a_download_cut_mid_body_is_resumed() {
     let azurite = Azurite::start();
     let proxy = FaultProxy::start(azurite.port);
     let server = server_behind(&proxy);
-    let content = noise(5, 3 << 20);
+    let content = support::noise(5, 3 << 20);
     assert_eq!(server.put("/ccache/cut", &content).status, 200);
     let cuts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = cuts.clone();
@@ -488,8 +481,8 @@ fn a_resume_never_splices_two_versions() {
     let azurite = Azurite::start();
     let proxy = FaultProxy::start(azurite.port);
     let server = server_behind(&proxy);
-    let old = noise(1, 3 << 20);
-    let new = noise(2, 3 << 20);
+    let old = support::noise(1, 3 << 20);
+    let new = support::noise(2, 3 << 20);
     assert_eq!(server.put("/ccache/changing", &old).status, 200);
     let work = tempfile::tempdir().unwrap();
     let replacement = work.path().join("new");
@@ -548,32 +541,8 @@ fn permanent_faults_give_clean_errors_and_publish_nothing() {
     let azurite = Azurite::start();
     let proxy = FaultProxy::start(azurite.port);
     let server = server_behind(&proxy);
-    let big = noise(9, 20 << 20);
-
-    proxy.set_rule(|_| Some(Fault::Status(503, "ServerBusy")));
-    let put = server.put("/ccache/always", b"small");
-    assert_eq!(put.status, 503, "{}", put.text());
-    assert!(put.text().contains("ServerBusy"), "{}", put.text());
-    let get = server.get("/ccache/always");
-    assert_eq!(get.status, 503, "{}", get.text());
-    assert!(get.body.len() < 1024);
-
-    // Blocks staged, but the commit keeps failing: nothing is visible.
-    proxy.set_rule(|r| {
-        r.target
-            .contains("comp=blocklist")
-            .then_some(Fault::Status(500, "OperationTimedOut"))
-    });
-    assert_eq!(server.put("/ccache/uncommitted", &big).status, 503);
-    // A block keeps failing: the commit is never attempted.
-    proxy.set_rule(|r| r.target.contains("comp=block&").then_some(Fault::Drop));
-    assert!(server.put("/ccache/blockless", &big).status >= 500);
-
-    proxy.set_rule(|_| None);
-    for path in ["/ccache/always", "/ccache/uncommitted", "/ccache/blockless"] {
-        assert_eq!(server.get(path).status, 404, "{path} became visible");
-    }
-    assert_eq!(server.get("/healthz").status, 200);
+    let big = support::noise(9, 20 << 20);
+    support::fault_proxy::check_permanent_faults(&server, &proxy, &big);
 }
 
 /// The native host with a container SAS (made by Microsoft's SDK) instead of
@@ -592,7 +561,7 @@ fn a_container_sas_works_instead_of_the_account_key() {
             ("AZURE_STORAGE_BLOB_ENDPOINT", &azurite.endpoint()),
         ],
     );
-    let big = noise(8, 9 << 20);
+    let big = support::noise(8, 9 << 20);
     let cas = format!("/cas/{}", sha256_hex(&big));
     assert_eq!(server.put(&cas, &big).status, 200);
     assert!(server.get(&cas).body == big);

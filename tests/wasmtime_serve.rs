@@ -190,13 +190,6 @@ fn serve_behind(azurite: &Azurite, proxy: &FaultProxy) -> Server {
     )
 }
 
-fn noise(seed: u64, length: usize) -> Vec<u8> {
-    use std::io::Read;
-    let mut bytes = vec![0u8; length];
-    support::Noise::new(seed).read_exact(&mut bytes).unwrap();
-    bytes
-}
-
 /// The first attempt of every distinct request fails in one of Azure's ways;
 /// the store component's retries get through, as the native host's do.
 #[test]
@@ -220,7 +213,7 @@ fn the_store_component_retries_transient_faults() {
     });
 
     // 5 MiB in 1 MiB blocks: five Put Blocks and a Put Block List, each failing once.
-    let big = noise(3, 5 << 20);
+    let big = support::noise(3, 5 << 20);
     let response = server.put("/ccache/big", &big);
     assert_eq!(response.status, 200, "{}", response.text());
     let hit = server.get("/ccache/big");
@@ -244,31 +237,8 @@ fn permanent_faults_give_clean_errors_and_publish_nothing() {
     let azurite = Azurite::start();
     let proxy = FaultProxy::start(azurite.port);
     let server = serve_behind(&azurite, &proxy);
-    let big = noise(4, 3 << 20);
-
-    proxy.set_rule(|_| Some(Fault::Status(503, "ServerBusy")));
-    let put = server.put("/ccache/always", b"small");
-    assert_eq!(put.status, 503, "{}", put.text());
-    assert!(put.text().contains("ServerBusy"), "{}", put.text());
-    let get = server.get("/ccache/always");
-    assert_eq!(get.status, 503, "{}", get.text());
-
-    // Blocks staged, but the commit keeps failing: nothing is visible.
-    proxy.set_rule(|r| {
-        r.target
-            .contains("comp=blocklist")
-            .then_some(Fault::Status(500, "OperationTimedOut"))
-    });
-    assert_eq!(server.put("/ccache/uncommitted", &big).status, 503);
-    // A block keeps failing: the commit is never attempted.
-    proxy.set_rule(|r| r.target.contains("comp=block&").then_some(Fault::Drop));
-    assert!(server.put("/ccache/blockless", &big).status >= 500);
-
-    proxy.set_rule(|_| None);
-    for path in ["/ccache/always", "/ccache/uncommitted", "/ccache/blockless"] {
-        assert_eq!(server.get(path).status, 404, "{path} became visible");
-    }
-    assert_eq!(server.get("/healthz").status, 200);
+    let big = support::noise(4, 3 << 20);
+    support::fault_proxy::check_permanent_faults(&server, &proxy, &big);
 }
 
 /// A download cut mid-body is not resumed by the store component: the client's
@@ -279,7 +249,7 @@ fn a_download_cut_mid_body_fails_the_response_visibly() {
     let azurite = Azurite::start();
     let proxy = FaultProxy::start(azurite.port);
     let server = serve_behind(&azurite, &proxy);
-    let content = noise(6, 2 << 20);
+    let content = support::noise(6, 2 << 20);
     assert_eq!(server.put("/ccache/cut", &content).status, 200);
     let mut cut_once = false;
     proxy.set_rule(move |request| {

@@ -22,37 +22,32 @@ pub mod store;
 pub mod transport;
 pub mod upload;
 
+/// Bindings for `world`, with WASI mapped onto the `wasip2` crate's types, so
+/// streams and HTTP resources are one type with the cache component's.
+macro_rules! bindings_for {
+    ($world:literal) => {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: $world,
+            with: {
+                "wasi:io/streams@0.2.12": wasip2::io::streams,
+                "wasi:io/error@0.2.12": wasip2::io::error,
+                "wasi:io/poll@0.2.12": wasip2::io::poll,
+                "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
+                "wasi:http/types@0.2.12": wasip2::http::types,
+                "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
+            },
+            generate_all,
+        });
+    };
+}
+
 #[allow(clippy::all, missing_docs)]
 pub mod bindings {
     #[cfg(not(feature = "spin"))]
-    wit_bindgen::generate!({
-        path: "../wit",
-        world: "blobcache:store/azure-store",
-        with: {
-            "wasi:io/streams@0.2.12": wasip2::io::streams,
-            "wasi:io/error@0.2.12": wasip2::io::error,
-            "wasi:io/poll@0.2.12": wasip2::io::poll,
-            "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
-            "wasi:http/types@0.2.12": wasip2::http::types,
-            "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
-        },
-        generate_all,
-    });
-
+    bindings_for!("blobcache:store/azure-store");
     #[cfg(feature = "spin")]
-    wit_bindgen::generate!({
-        path: "../wit",
-        world: "blobcache:store/azure-store-spin",
-        with: {
-            "wasi:io/streams@0.2.12": wasip2::io::streams,
-            "wasi:io/error@0.2.12": wasip2::io::error,
-            "wasi:io/poll@0.2.12": wasip2::io::poll,
-            "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
-            "wasi:http/types@0.2.12": wasip2::http::types,
-            "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
-        },
-        generate_all,
-    });
+    bindings_for!("blobcache:store/azure-store-spin");
 }
 
 pub use bindings::exports::blobcache::store::types::{

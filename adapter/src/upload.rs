@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use blobcache_azure::layout::{self, BlockIds};
-use blobcache_azure::ops::{Condition, WriteProperties};
+use blobcache_azure::ops::WriteProperties;
 use blobcache_azure::response::ErrorKind;
 use sha2::{Digest, Sha256};
 use wasip2::io::streams::OutputStream;
@@ -314,13 +314,11 @@ pub fn verify(options: &WriteOptions, size: u64, sha256: Option<&str>) -> Result
 
 /// Content type, metadata (with our verified digest, never a caller's) and condition.
 pub fn write_properties(options: &WriteOptions, sha256: Option<&str>) -> WriteProperties {
-    WriteProperties {
-        content_type: options.content_type.clone(),
-        metadata: layout::metadata_with_digest(&options.metadata, sha256),
-        condition: match (&options.mode, &options.if_match) {
-            (WriteMode::CreateOnly, _) => Condition::IfNoneExists,
-            (WriteMode::Overwrite, Some(etag)) => Condition::IfMatch(etag.clone()),
-            (WriteMode::Overwrite, None) => Condition::None,
-        },
-    }
+    layout::write_properties(
+        matches!(options.mode, WriteMode::CreateOnly),
+        options.if_match.as_deref(),
+        options.content_type.as_deref(),
+        &options.metadata,
+        sha256,
+    )
 }

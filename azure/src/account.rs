@@ -66,15 +66,6 @@ impl Account {
         key_base64: &str,
         endpoint: Option<&str>,
     ) -> Result<Account, ConfigError> {
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        {
-            return Err(ConfigError(format!(
-                "account name {name:?} must be lowercase letters and digits"
-            )));
-        }
         let key = STANDARD
             .decode(key_base64.trim())
             .map_err(|_| ConfigError("the account key is not valid base64".into()))?;

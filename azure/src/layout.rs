@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::ops;
+use crate::ops::{self, Condition, WriteProperties};
 use crate::response::{BlobProperties, ListedBlock};
 
 /// Longest key, in bytes.
@@ -225,6 +225,27 @@ pub fn metadata_with_digest(
         stored.push((DIGEST_METADATA.into(), sha256.to_string()));
     }
     stored
+}
+
+/// The properties of a publishing write: content type, the caller's metadata
+/// plus our verified digest, and the condition (create-only, or replace only
+/// the version with `if_match`).
+pub fn write_properties(
+    create_only: bool,
+    if_match: Option<&str>,
+    content_type: Option<&str>,
+    metadata: &[(String, String)],
+    sha256: Option<&str>,
+) -> WriteProperties {
+    WriteProperties {
+        content_type: content_type.map(str::to_string),
+        metadata: metadata_with_digest(metadata, sha256),
+        condition: match (create_only, if_match) {
+            (true, _) => Condition::IfNoneExists,
+            (false, Some(etag)) => Condition::IfMatch(etag.to_string()),
+            (false, None) => Condition::None,
+        },
+    }
 }
 
 /// A stored blob's properties as callers see them: the verified digest apart from

@@ -233,3 +233,33 @@ fn read_message(reader: &mut BufReader<TcpStream>, head_only: bool) -> Option<(S
     }
     Some((head, body))
 }
+
+/// When Azure keeps failing: a clean, short 503 naming the cause, nothing
+/// partial ever readable afterwards, and the server keeps serving. `big` spans
+/// several blocks.
+pub fn check_permanent_faults(server: &super::Server, proxy: &FaultProxy, big: &[u8]) {
+    proxy.set_rule(|_| Some(Fault::Status(503, "ServerBusy")));
+    let put = server.put("/ccache/always", b"small");
+    assert_eq!(put.status, 503, "{}", put.text());
+    assert!(put.text().contains("ServerBusy"), "{}", put.text());
+    let get = server.get("/ccache/always");
+    assert_eq!(get.status, 503, "{}", get.text());
+    assert!(get.body.len() < 1024);
+
+    // Blocks staged, but the commit keeps failing: nothing is visible.
+    proxy.set_rule(|r| {
+        r.target
+            .contains("comp=blocklist")
+            .then_some(Fault::Status(500, "OperationTimedOut"))
+    });
+    assert_eq!(server.put("/ccache/uncommitted", big).status, 503);
+    // A block keeps failing: the commit is never attempted.
+    proxy.set_rule(|r| r.target.contains("comp=block&").then_some(Fault::Drop));
+    assert!(server.put("/ccache/blockless", big).status >= 500);
+
+    proxy.set_rule(|_| None);
+    for path in ["/ccache/always", "/ccache/uncommitted", "/ccache/blockless"] {
+        assert_eq!(server.get(path).status, 404, "{path} became visible");
+    }
+    assert_eq!(server.get("/healthz").status, 200);
+}

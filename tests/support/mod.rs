@@ -643,6 +643,13 @@ impl Read for Noise {
 }
 
 /// Length and sha256 of the first `length` bytes of `Noise::new(seed)`.
+/// `length` pseudo-random bytes, in memory (for blobs of a few MiB).
+pub fn noise(seed: u64, length: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; length];
+    Noise::new(seed).read_exact(&mut bytes).unwrap();
+    bytes
+}
+
 pub fn noise_digest(seed: u64, length: u64) -> String {
     let mut hasher = Sha256::new();
     std::io::copy(&mut Noise::new(seed).take(length), &mut hasher).unwrap();

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use blobcache_azure::layout::{self, BlockIds};
-use blobcache_azure::ops::{Condition, WriteProperties};
+use blobcache_azure::ops::WriteProperties;
 use blobcache_azure::response::ErrorKind;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
@@ -45,15 +45,13 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 
 /// Content type, metadata (with our verified digest, never a caller's) and condition.
 pub(super) fn write_properties(options: &WriteOptions, sha256: Option<&str>) -> WriteProperties {
-    WriteProperties {
-        content_type: options.content_type.clone(),
-        metadata: layout::metadata_with_digest(&options.metadata, sha256),
-        condition: match (&options.mode, &options.if_match) {
-            (WriteMode::CreateOnly, _) => Condition::IfNoneExists,
-            (WriteMode::Overwrite, Some(etag)) => Condition::IfMatch(etag.clone()),
-            (WriteMode::Overwrite, None) => Condition::None,
-        },
-    }
+    layout::write_properties(
+        matches!(options.mode, WriteMode::CreateOnly),
+        options.if_match.as_deref(),
+        options.content_type.as_deref(),
+        &options.metadata,
+        sha256,
+    )
 }
 
 /// An upload in progress.
