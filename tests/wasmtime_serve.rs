@@ -330,3 +330,29 @@ fn a_container_sas_works_instead_of_the_account_key() {
     );
     assert_eq!(server.get(&blocks).status, 404);
 }
+
+/// `wasmtime serve` has no watchdog: an upload whose client stops sending is
+/// ended by the component's own stall deadline, with a 400 and nothing stored.
+#[test]
+fn a_stalled_upload_is_ended_and_stores_nothing() {
+    let azurite = Azurite::start();
+    azurite.create_container(CONTAINER);
+    let server = serve(&azurite, CONTAINER, &[("BLOBCACHE_BODY_STALL_SECS", "2")]);
+    let path = format!("/ac/{}", "9f".repeat(32));
+    let mut connection = Connection::open(&server.addr);
+    connection.write_raw(
+        format!("PUT {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n").as_bytes(),
+    );
+    connection.write_raw(&[5u8; 30_000]);
+    // The connection stays open, silent.
+    let started = std::time::Instant::now();
+    let response = connection.receive(false).collect();
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(response.text().contains("stalled"), "{}", response.text());
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        server.get(&path).status,
+        404,
+        "a stalled upload is not stored"
+    );
+}

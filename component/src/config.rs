@@ -16,3 +16,14 @@ pub fn max_blob_size() -> Option<u64> {
 pub fn copy_uploads() -> bool {
     std::env::var("BLOBCACHE_COPY_UPLOADS").is_ok_and(|v| v == "1")
 }
+
+/// Longest wait for more of a request body copied into `writer.write`, from
+/// `BLOBCACHE_BODY_STALL_SECS` (default 60). Hosts without a watchdog of their
+/// own (`wasmtime serve`, Spin) rely on it to free stalled uploads.
+pub fn body_stall_secs() -> u64 {
+    std::env::var("BLOBCACHE_BODY_STALL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(60)
+}

@@ -16,8 +16,6 @@ use crate::bindings::blobcache::store::types::{BlobInfo, Writer};
 const SPLICE_CHUNK: u64 = 4 << 20;
 /// Most bytes read per chunk when a store takes content through `write`.
 const COPY_CHUNK: u64 = 256 << 10;
-/// Longest wait for more of a request body copied into `writer.write`.
-const BODY_STALL_NANOS: u64 = 60_000_000_000;
 
 /// Answers with a short text body (error reasons, `ok`). Reasons stay one line.
 pub fn respond_text(out: ResponseOutparam, status: u16, text: &str) {
@@ -220,12 +218,12 @@ fn splice_into(source: &InputStream, sink: OutputStream) -> Result<u64, ReceiveE
 /// component cannot hand out a stream, so the bytes pass through guest memory.
 fn copy_into(source: &InputStream, writer: &Writer) -> Result<u64, ReceiveError> {
     let mut total = 0;
+    let stall = crate::config::body_stall_secs();
     loop {
-        match read_within(source, COPY_CHUNK, BODY_STALL_NANOS) {
+        match read_within(source, COPY_CHUNK, stall.saturating_mul(1_000_000_000)) {
             Ok(None) => {
                 return Err(ReceiveError::Client(format!(
-                    "request body stalled: nothing arrived for {} s",
-                    BODY_STALL_NANOS / 1_000_000_000
+                    "request body stalled: nothing arrived for {stall} s"
                 )))
             }
             Ok(Some(chunk)) => {
