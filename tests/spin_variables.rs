@@ -15,7 +15,10 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
+};
 
 use support::Azurite;
 
@@ -40,6 +43,48 @@ struct State {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     variables: HashMap<String, String>,
+    outbound: OutboundPolicy,
+}
+
+type ResponseFuture = Box<
+    dyn std::future::Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+/// Spin's `allowed_outbound_hosts`: a request to any other authority is denied
+/// with `HttpRequestDenied`, as Spin denies it.
+#[derive(Clone)]
+struct OutboundPolicy {
+    /// None allows everything.
+    allowed: Option<String>,
+}
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+    ) -> ResponseFuture {
+        let authority = request.uri().authority().map(|a| a.to_string());
+        if self.allowed.is_some() && authority != self.allowed {
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+            ))
+        })
+    }
 }
 
 impl WasiView for State {
@@ -56,7 +101,7 @@ impl WasiHttpView for State {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: wasmtime_wasi_http::default_hooks(),
+            hooks: &mut self.outbound,
         }
     }
 }
@@ -66,10 +111,16 @@ struct SpinLikeHost {
     engine: Engine,
     pre: ProxyPre<State>,
     variables: HashMap<String, String>,
+    outbound: OutboundPolicy,
 }
 
 impl SpinLikeHost {
     fn new(variables: &[(&str, &str)]) -> SpinLikeHost {
+        SpinLikeHost::with_outbound(variables, None)
+    }
+
+    /// Like [`SpinLikeHost::new`], allowing outbound requests to `allowed` only.
+    fn with_outbound(variables: &[(&str, &str)], allowed: Option<&str>) -> SpinLikeHost {
         let engine = Engine::default();
         let component = Component::from_file(&engine, env!("BLOBCACHE_SPIN_WASM")).unwrap();
         let mut linker = Linker::<State>::new(&engine);
@@ -102,6 +153,9 @@ impl SpinLikeHost {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            outbound: OutboundPolicy {
+                allowed: allowed.map(str::to_string),
+            },
         }
     }
 
@@ -113,6 +167,7 @@ impl SpinLikeHost {
             wasi: WasiCtx::builder().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
             variables: self.variables.clone(),
+            outbound: self.outbound.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         let request = hyper::Request::builder()
@@ -184,4 +239,28 @@ async fn without_variables_the_spin_build_names_the_missing_setting() {
     let text = String::from_utf8_lossy(&text);
     assert_eq!(status, 500, "{text}");
     assert!(text.contains("AZURE_STORAGE_CONNECTION_STRING"), "{text}");
+}
+
+/// A destination the host denies (on Spin: not in `allowed_outbound_hosts`) is
+/// final: answered at once, naming the likely cause, not retried for seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_destination_is_reported_at_once_not_retried() {
+    let azurite = Azurite::start();
+    let connection = azurite.connection_string();
+    let host = SpinLikeHost::with_outbound(
+        &[("azure_storage_connection_string", &connection)],
+        Some("storage.example:443"),
+    );
+    let started = std::time::Instant::now();
+    let (status, text) = host
+        .send("GET", &format!("/cas/{}", "3".repeat(64)), b"")
+        .await;
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(status, 500, "{text}");
+    assert!(text.contains("allowed_outbound_hosts"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "a denied request was retried: {:?}",
+        started.elapsed()
+    );
 }

@@ -76,6 +76,9 @@ impl From<CallError> for Error {
     fn from(error: CallError) -> Error {
         match error {
             CallError::Unreachable(why) => Error::Unavailable(format!("Azure unreachable: {why}")),
+            CallError::Refused(why) => Error::Other(format!(
+                "the host refused the request to Azure ({why}); on Spin, check allowed_outbound_hosts"
+            )),
             CallError::Service(e) => match e.kind() {
                 ErrorKind::NotFound => Error::NotFound,
                 ErrorKind::AlreadyExists => Error::AlreadyExists,

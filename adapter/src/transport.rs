@@ -12,8 +12,8 @@ use blobcache_azure::response::{self, AzureError, RetryPolicy};
 use wasip2::clocks::monotonic_clock;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method, OutgoingBody,
-    OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, FutureIncomingResponse, IncomingBody, IncomingResponse, Method,
+    OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
 };
 use wasip2::io::poll::{self, Pollable};
 use wasip2::io::streams::{InputStream, OutputStream, StreamError};
@@ -30,11 +30,46 @@ thread_local! {
     static KEPT_BODIES: RefCell<Vec<(IncomingResponse, IncomingBody)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A failed call: what the service said, or why it could not be reached.
+/// A failed call: what the service said, why it could not be reached, or why
+/// the host would not send it (no retry can change that).
 #[derive(Debug)]
 pub enum CallError {
     Service(AzureError),
     Unreachable(String),
+    Refused(String),
+}
+
+/// Why an attempt got no answer.
+#[derive(Debug)]
+pub enum Failure {
+    /// Worth another try: connection lost, timeout, broken body.
+    Transient(String),
+    /// The host will not send it (denied destination, invalid request): final.
+    Refused(String),
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Failure {
+        Failure::Transient(why)
+    }
+}
+
+impl Failure {
+    /// A wasi:http error code: the host's refusals are final, the rest transient.
+    fn of(code: &ErrorCode) -> Failure {
+        let why = format!("{code:?}");
+        match code {
+            ErrorCode::HttpRequestDenied
+            | ErrorCode::HttpRequestUriInvalid
+            | ErrorCode::HttpRequestMethodInvalid
+            | ErrorCode::DestinationIpProhibited
+            | ErrorCode::ConfigurationError
+            | ErrorCode::TlsCertificateError
+            | ErrorCode::HttpRequestHeaderSectionSize(_)
+            | ErrorCode::HttpRequestHeaderSize(_) => Failure::Refused(why),
+            _ => Failure::Transient(why),
+        }
+    }
 }
 
 impl std::fmt::Display for CallError {
@@ -42,6 +77,7 @@ impl std::fmt::Display for CallError {
         match self {
             CallError::Service(e) => write!(f, "{e}"),
             CallError::Unreachable(why) => write!(f, "unreachable: {why}"),
+            CallError::Refused(why) => write!(f, "refused by the host: {why}"),
         }
     }
 }
@@ -156,7 +192,7 @@ impl Transport {
     /// (from `content`) if it failed transiently.
     pub fn complete(
         &self,
-        sent: Result<InFlight, String>,
+        sent: Result<InFlight, Failure>,
         build: impl Fn(SystemTime) -> Operation,
         content: Option<&[u8]>,
     ) -> Result<Answer, CallError> {
@@ -166,7 +202,7 @@ impl Transport {
 
     fn settle(
         &self,
-        mut outcome: Result<IncomingResponse, String>,
+        mut outcome: Result<IncomingResponse, Failure>,
         build: impl Fn(SystemTime) -> Operation,
         content: Option<&[u8]>,
         retried: &mut bool,
@@ -191,7 +227,8 @@ impl Transport {
                     }
                     (CallError::Service(error), response::retry_after(&headers))
                 }
-                Err(why) => (CallError::Unreachable(why), None),
+                Err(Failure::Transient(why)) => (CallError::Unreachable(why), None),
+                Err(Failure::Refused(why)) => return Err(CallError::Refused(why)),
             };
             let Some(delay) = self.retry.delay(attempt, retry_after, random_unit()) else {
                 return Err(error);
@@ -206,7 +243,7 @@ impl Transport {
     }
 
     /// Starts one attempt: sends the request head and writes the whole body.
-    pub fn start(&self, operation: Operation, content: Option<&[u8]>) -> Result<InFlight, String> {
+    pub fn start(&self, operation: Operation, content: Option<&[u8]>) -> Result<InFlight, Failure> {
         let built = match &operation.body {
             Body::Bytes(bytes) => Some(bytes.clone()),
             Body::Streamed { .. } | Body::Empty => None,
@@ -222,14 +259,14 @@ impl Transport {
 
     /// Sends the request head; the body is written with [`Sending::pump`] and
     /// [`Self::send_rest`].
-    pub fn begin(&self, operation: Operation) -> Result<Sending, String> {
+    pub fn begin(&self, operation: Operation) -> Result<Sending, Failure> {
         let (parts, ()) = operation.request.into_parts();
         let mut pairs = Vec::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
             pairs.push((name.as_str().to_string(), value.as_bytes().to_vec()));
         }
-        let headers =
-            Fields::from_list(&pairs).map_err(|e| format!("request headers refused: {e:?}"))?;
+        let headers = Fields::from_list(&pairs)
+            .map_err(|e| Failure::Refused(format!("request headers refused: {e:?}")))?;
         let request = OutgoingRequest::new(headers);
         let method = match parts.method.as_str() {
             "GET" => Method::Get,
@@ -251,12 +288,16 @@ impl Transport {
         // Errors name the path only: with a SAS credential the query holds the
         // signature, and these texts reach clients.
         let target = format!("{} {}", parts.method, parts.uri.path());
-        set.map_err(|()| format!("request {target} refused by the host"))?;
+        set.map_err(|()| Failure::Refused(format!("request {target} refused by the host")))?;
         let body = request.body().expect("a new request's body is taken once");
         // The head goes out first: the body's stream only drains once the host
         // is sending the request.
-        let future = outgoing_handler::handle(request, Some(self.options()))
-            .map_err(|e| format!("request {target} refused: {e:?}"))?;
+        let future = outgoing_handler::handle(request, Some(self.options())).map_err(|code| {
+            match Failure::of(&code) {
+                Failure::Refused(why) => Failure::Refused(format!("request {target}: {why}")),
+                Failure::Transient(why) => Failure::Transient(format!("request {target}: {why}")),
+            }
+        })?;
         let stream = body.write().expect("a body's stream is taken once");
         Ok(Sending {
             future,
@@ -268,9 +309,9 @@ impl Transport {
     /// Writes what is left of `bytes` (waiting for the stream, up to the
     /// timeout) and finishes the body; the answer is then awaited with
     /// [`Self::finish`].
-    pub fn send_rest(&self, mut sending: Sending, bytes: &[u8]) -> Result<InFlight, String> {
+    pub fn send_rest(&self, mut sending: Sending, bytes: &[u8]) -> Result<InFlight, Failure> {
         let Some((stream, body)) = sending.body.take() else {
-            return Err("request body already finished".into());
+            return Err(Failure::Transient("request body already finished".into()));
         };
         let rest = &bytes[sending.written.min(bytes.len())..];
         let written = write_all(&stream, rest, self.timeout_nanos());
@@ -283,14 +324,16 @@ impl Transport {
             let answered = sending.future.subscribe();
             if wait(&answered, monotonic_clock::now() + EARLY_ANSWER_WAIT) {
                 drop(answered);
-                if let Some(Ok(Ok(response))) = sending.future.get() {
-                    return Ok(InFlight::Answered(response));
+                match sending.future.get() {
+                    Some(Ok(Ok(response))) => return Ok(InFlight::Answered(response)),
+                    Some(Ok(Err(code))) => return Err(Failure::of(&code)),
+                    _ => {}
                 }
-                return Err(why);
             }
-            return Err(why);
+            return Err(why.into());
         }
-        OutgoingBody::finish(body, None).map_err(|e| format!("request body failed: {e:?}"))?;
+        OutgoingBody::finish(body, None)
+            .map_err(|e| Failure::Transient(format!("request body failed: {e:?}")))?;
         Ok(InFlight::Waiting {
             future: sending.future,
             started: monotonic_clock::now(),
@@ -298,20 +341,20 @@ impl Transport {
     }
 
     /// Waits for the answer of a started attempt.
-    pub fn finish(&self, sent: InFlight) -> Result<IncomingResponse, String> {
+    pub fn finish(&self, sent: InFlight) -> Result<IncomingResponse, Failure> {
         let (future, started) = match sent {
             InFlight::Answered(response) => return Ok(response),
             InFlight::Waiting { future, started } => (future, started),
         };
         let ready = future.subscribe();
         if !wait(&ready, started + self.timeout_nanos()) {
-            return Err(format!("no answer within {:?}", self.timeout));
+            return Err(format!("no answer within {:?}", self.timeout).into());
         }
         drop(ready);
         match future.get() {
             Some(Ok(Ok(response))) => Ok(response),
-            Some(Ok(Err(code))) => Err(format!("{code:?}")),
-            Some(Err(())) | None => Err("the answer was already taken".into()),
+            Some(Ok(Err(code))) => Err(Failure::of(&code)),
+            Some(Err(())) | None => Err(Failure::Transient("the answer was already taken".into())),
         }
     }
 

@@ -21,7 +21,7 @@ use wasip2::io::streams::OutputStream;
 
 use crate::bindings::exports::blobcache::store::types::GuestWriter;
 use crate::store::{header_text, now_unix, AzureStore};
-use crate::transport::{CallError, Sending};
+use crate::transport::{CallError, Failure, Sending};
 use crate::*;
 
 /// The `writer` resource.
@@ -51,7 +51,7 @@ struct PendingBlock {
     content: Vec<u8>,
     /// The attempt under way, its body written as the stream takes it; or why it
     /// failed (then the block is sent again when it is completed).
-    sending: Result<Sending, String>,
+    sending: Result<Sending, Failure>,
 }
 
 impl UploadWriter {
@@ -122,7 +122,7 @@ impl Upload {
         for block in &mut self.in_flight {
             if let Ok(sending) = &mut block.sending {
                 if let Err(why) = sending.pump(&block.content) {
-                    block.sending = Err(why);
+                    block.sending = Err(Failure::Transient(why));
                 }
             }
         }
