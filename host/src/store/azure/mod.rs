@@ -388,6 +388,9 @@ impl Backend for AzureStore {
         options: WriteOptions,
     ) -> Result<BlobInfo> {
         check_key(key)?;
+        for id in &block_ids {
+            check_block_id(id)?;
+        }
         if options.expected_sha256.is_some() {
             // Azure cannot read uncommitted blocks back, and the blocks were hashed
             // by separate requests: there is nothing to check a digest against.
@@ -410,9 +413,6 @@ impl Backend for AzureStore {
             Err(CallError::Service(e)) if e.kind() == ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        for id in &block_ids {
-            check_block_id(id)?;
-        }
         let (azure_ids, size) = layout::assemble(staged, &block_ids).map_err(Error::Invalid)?;
         if let Some(max) = options.max_size.filter(|max| size > *max) {
             return Err(Error::TooLarge(format!(
