@@ -576,4 +576,17 @@ fn a_container_sas_works_instead_of_the_account_key() {
         ],
     );
     assert!(failure.contains("rejected the credentials"), "{failure}");
+
+    // Unreachable: the error names the endpoint, never the signature.
+    let closed = format!("http://127.0.0.1:{}/devstoreaccount1", support::free_port());
+    let failure = support::start_failure(
+        &["--store", "azure", "--azure-container", "sas"],
+        &[
+            ("AZURE_STORAGE_ACCOUNT", "devstoreaccount1"),
+            ("AZURE_STORAGE_SAS_TOKEN", &sas),
+            ("AZURE_STORAGE_BLOB_ENDPOINT", &closed),
+        ],
+    );
+    assert!(failure.contains("127.0.0.1"), "{failure}");
+    assert!(!failure.contains("sig="), "the SAS leaked: {failure}");
 }
