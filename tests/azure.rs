@@ -414,39 +414,9 @@ fn requests_succeed_through_transient_faults() {
     let azurite = Azurite::start();
     let proxy = FaultProxy::start(azurite.port);
     let server = server_behind(&proxy);
-    let mut seen = std::collections::HashSet::new();
-    let mut kind = 0usize;
-    proxy.set_rule(move |request| {
-        if !seen.insert(format!("{} {}", request.method, request.target)) {
-            return None;
-        }
-        kind += 1;
-        Some(match kind % 5 {
-            0 => Fault::Status(503, "ServerBusy"),
-            1 => Fault::Status(500, "OperationTimedOut"),
-            2 => Fault::Drop,
-            3 => Fault::Delay(Duration::from_millis(300)),
-            _ if request.method == "GET" => Fault::CutBody,
-            _ => Fault::Status(503, "ServerBusy"),
-        })
-    });
-
     // 20 MiB: three Put Blocks and a Put Block List, each failing once.
     let big = support::noise(21, 20 << 20);
-    let response = server.put("/ccache/big", &big);
-    assert_eq!(response.status, 200, "{}", response.text());
-    let hit = server.get("/ccache/big");
-    assert_eq!(hit.status, 200);
-    assert!(hit.body == big, "the download differs after faults");
-    let small = b"action result";
-    let hash = sha256_hex(small);
-    assert_eq!(server.put(&format!("/ac/{hash}"), small).status, 200);
-    assert_eq!(server.get(&format!("/ac/{hash}")).body, small);
-    assert_eq!(server.head(&format!("/ac/{hash}")).status, 200);
-    assert!(
-        proxy.injected.load(std::sync::atomic::Ordering::SeqCst) >= 8,
-        "too few faults were injected"
-    );
+    support::fault_proxy::check_transient_faults(&server, &proxy, &big, true);
 }
 
 /// A download cut off mid-body is resumed from where it broke.

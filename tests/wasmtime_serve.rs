@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::fault_proxy::{Fault, FaultProxy};
@@ -197,37 +196,9 @@ fn the_store_component_retries_transient_faults() {
     let azurite = Azurite::start();
     let proxy = FaultProxy::start(azurite.port);
     let server = serve_behind(&azurite, &proxy);
-    let mut seen = std::collections::HashSet::new();
-    let mut kind = 0usize;
-    proxy.set_rule(move |request| {
-        if !seen.insert(format!("{} {}", request.method, request.target)) {
-            return None;
-        }
-        kind += 1;
-        Some(match kind % 4 {
-            0 => Fault::Status(503, "ServerBusy"),
-            1 => Fault::Status(500, "OperationTimedOut"),
-            2 => Fault::Drop,
-            _ => Fault::Delay(Duration::from_millis(300)),
-        })
-    });
-
     // 5 MiB in 1 MiB blocks: five Put Blocks and a Put Block List, each failing once.
     let big = support::noise(3, 5 << 20);
-    let response = server.put("/ccache/big", &big);
-    assert_eq!(response.status, 200, "{}", response.text());
-    let hit = server.get("/ccache/big");
-    assert_eq!(hit.status, 200);
-    assert!(hit.body == big, "the download differs after faults");
-    let small = b"action result";
-    let ac = format!("/ac/{}", support::sha256_hex(small));
-    assert_eq!(server.put(&ac, small).status, 200);
-    assert_eq!(server.get(&ac).body, small);
-    assert_eq!(server.head(&ac).status, 200);
-    assert!(
-        proxy.injected.load(Ordering::SeqCst) >= 8,
-        "too few faults were injected"
-    );
+    support::fault_proxy::check_transient_faults(&server, &proxy, &big, false);
 }
 
 /// When Azure keeps failing: a clean 503 naming the cause, nothing partial ever

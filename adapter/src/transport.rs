@@ -84,7 +84,6 @@ impl std::fmt::Display for CallError {
 
 /// A successful answer, its body not yet read.
 pub struct Answer {
-    pub status: u16,
     pub headers: http::HeaderMap,
     response: IncomingResponse,
 }
@@ -214,11 +213,7 @@ impl Transport {
                     let status = response.status();
                     let headers = header_map(&response.headers());
                     if (200..300).contains(&status) {
-                        return Ok(Answer {
-                            status,
-                            headers,
-                            response,
-                        });
+                        return Ok(Answer { headers, response });
                     }
                     let body = read_small_body(&response).unwrap_or_default();
                     let error = response::error(status, &headers, &body);

@@ -13,9 +13,8 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use blobcache_azure::layout::{self, BlockIds};
+use blobcache_azure::layout::{self, BlockIds, PublishConflict};
 use blobcache_azure::ops::WriteProperties;
-use blobcache_azure::response::ErrorKind;
 use sha2::{Digest, Sha256};
 use wasip2::io::streams::OutputStream;
 
@@ -254,19 +253,16 @@ impl Upload {
         let CallError::Service(e) = &error else {
             return Err(error.into());
         };
-        let replaced = e.code == "InvalidBlockList";
-        let conflict = matches!(
-            e.kind(),
-            ErrorKind::AlreadyExists | ErrorKind::PreconditionFailed
-        );
-        if replaced || (conflict && ambiguous) {
-            if let Ok((info, _)) = self.azure.head_blob(&self.blob) {
-                if info.sha256.as_deref() == Some(sha256) {
-                    return Ok(info);
-                }
+        let conflict = layout::publish_conflict(e, ambiguous);
+        if conflict == PublishConflict::Final {
+            return Err(error.into());
+        }
+        if let Ok((info, _)) = self.azure.head_blob(&self.blob) {
+            if info.sha256.as_deref() == Some(sha256) {
+                return Ok(info);
             }
         }
-        if replaced {
+        if conflict == PublishConflict::Replaced {
             return Err(Error::Unavailable(
                 "a concurrent upload of this key replaced this one; retry".into(),
             ));

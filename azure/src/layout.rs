@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 
 use crate::ops::{self, Condition, WriteProperties};
-use crate::response::{BlobProperties, ListedBlock};
+use crate::response::{AzureError, BlobProperties, ErrorKind, ListedBlock};
 
 /// Longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -248,6 +248,34 @@ pub fn write_properties(
     }
 }
 
+/// What a refused publish (Put Blob or Put Block List) may mean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishConflict {
+    /// The refusal stands.
+    Final,
+    /// An earlier attempt of ours may have been applied before its answer was
+    /// lost, or a concurrent upload of the same content won: if the blob's
+    /// digest is ours, the publish succeeded.
+    MaybeOurs,
+    /// A concurrent commit consumed our blocks (`InvalidBlockList`): if the
+    /// digest is not ours, the caller should retry.
+    Replaced,
+}
+
+/// Classifies the refusal `error` of a publish; `retried` says whether an
+/// earlier attempt failed in a way that may still have been applied.
+pub fn publish_conflict(error: &AzureError, retried: bool) -> PublishConflict {
+    if error.code == "InvalidBlockList" {
+        return PublishConflict::Replaced;
+    }
+    match error.kind() {
+        ErrorKind::AlreadyExists | ErrorKind::PreconditionFailed if retried => {
+            PublishConflict::MaybeOurs
+        }
+        _ => PublishConflict::Final,
+    }
+}
+
 /// A stored blob's properties as callers see them: the verified digest apart from
 /// the caller's metadata, and no content type when it is Azure's default.
 pub struct StoredBlob {
@@ -331,6 +359,25 @@ mod tests {
         assert_eq!(size, 3 + 3 + 3 + 7);
         let missing = assemble(blocks, &["b".into(), "d".into()]).unwrap_err();
         assert!(missing.contains("\"d\""), "{missing}");
+    }
+
+    #[test]
+    fn refused_publishes_are_checked_only_when_they_may_be_ours() {
+        let error = |status, code: &str| AzureError {
+            status,
+            code: code.into(),
+            message: String::new(),
+        };
+        let exists = error(409, "BlobAlreadyExists");
+        assert_eq!(publish_conflict(&exists, false), PublishConflict::Final);
+        assert_eq!(publish_conflict(&exists, true), PublishConflict::MaybeOurs);
+        let replaced = error(400, "InvalidBlockList");
+        assert_eq!(
+            publish_conflict(&replaced, false),
+            PublishConflict::Replaced
+        );
+        let denied = error(403, "AuthenticationFailed");
+        assert_eq!(publish_conflict(&denied, true), PublishConflict::Final);
     }
 
     #[test]

@@ -263,3 +263,44 @@ pub fn check_permanent_faults(server: &super::Server, proxy: &FaultProxy, big: &
     }
     assert_eq!(server.get("/healthz").status, 200);
 }
+
+/// The first attempt of every distinct request fails in one of Azure's ways
+/// (with `cut_bodies`, downloads are also cut mid-body); `big` (several blocks),
+/// a small AC entry and its HEAD must all get through, byte for byte.
+pub fn check_transient_faults(
+    server: &super::Server,
+    proxy: &FaultProxy,
+    big: &[u8],
+    cut_bodies: bool,
+) {
+    let mut seen = std::collections::HashSet::new();
+    let mut kind = 0usize;
+    proxy.set_rule(move |request| {
+        if !seen.insert(format!("{} {}", request.method, request.target)) {
+            return None;
+        }
+        kind += 1;
+        Some(match kind % 5 {
+            0 => Fault::Status(503, "ServerBusy"),
+            1 => Fault::Status(500, "OperationTimedOut"),
+            2 => Fault::Drop,
+            3 => Fault::Delay(Duration::from_millis(300)),
+            _ if cut_bodies && request.method == "GET" => Fault::CutBody,
+            _ => Fault::Status(503, "ServerBusy"),
+        })
+    });
+    let response = server.put("/ccache/big", big);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let hit = server.get("/ccache/big");
+    assert_eq!(hit.status, 200);
+    assert!(hit.body == big, "the download differs after faults");
+    let small = b"action result";
+    let ac = format!("/ac/{}", super::sha256_hex(small));
+    assert_eq!(server.put(&ac, small).status, 200);
+    assert_eq!(server.get(&ac).body, small);
+    assert_eq!(server.head(&ac).status, 200);
+    assert!(
+        proxy.injected.load(Ordering::SeqCst) >= 8,
+        "too few faults were injected"
+    );
+}

@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use blobcache_azure::layout::{self, BlockIds};
+use blobcache_azure::layout::{self, BlockIds, PublishConflict};
 use blobcache_azure::ops::WriteProperties;
-use blobcache_azure::response::ErrorKind;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -129,20 +128,16 @@ impl AzureWriter {
         let CallError::Service(e) = &error else {
             return Err(error.into());
         };
-        let replaced = e.code == "InvalidBlockList";
-        let conflict = matches!(
-            e.kind(),
-            ErrorKind::AlreadyExists | ErrorKind::PreconditionFailed
-        );
-        if replaced || (conflict && ambiguous) {
-            let current = self.store.head_blob(&self.blob).await;
-            if let Ok(info) = current {
-                if info.sha256.as_deref() == Some(sha256) {
-                    return Ok(info);
-                }
+        let conflict = layout::publish_conflict(e, ambiguous);
+        if conflict == PublishConflict::Final {
+            return Err(error.into());
+        }
+        if let Ok(info) = self.store.head_blob(&self.blob).await {
+            if info.sha256.as_deref() == Some(sha256) {
+                return Ok(info);
             }
         }
-        if replaced {
+        if conflict == PublishConflict::Replaced {
             return Err(Error::Unavailable(
                 "a concurrent upload of this key replaced this one; retry".into(),
             ));
