@@ -275,7 +275,7 @@ fn max_blob_size_is_enforced(server: &Server) {
     let mut connection = support::Connection::open(&server.addr);
     let chunked = format!("{:x}\r\n{}\r\n0\r\n\r\n", 1500, "x".repeat(1500));
     connection.write_raw(
-        format!("PUT /ccache/chunked HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{chunked}")
+        format!("PUT /ccache/chunked HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n{chunked}")
             .as_bytes(),
     );
     let response = connection.receive(false).collect();

@@ -54,7 +54,7 @@ fn client_disconnect_mid_upload_stores_nothing() {
         for (path, framing, partial) in uploads {
             let mut connection = Connection::open(&server.addr);
             connection.write_raw(
-                format!("PUT {path} HTTP/1.1\r\nhost: x\r\n{framing}\r\n\r\n").as_bytes(),
+                format!("PUT {path} HTTP/1.1\r\nhost: localhost\r\n{framing}\r\n\r\n").as_bytes(),
             );
             connection.write_raw(&partial);
             std::thread::sleep(Duration::from_millis(100));
@@ -82,7 +82,7 @@ fn truncated_chunked_upload_stores_nothing() {
         let server = start(store);
         let mut connection = Connection::open(&server.addr);
         connection.write_raw(
-            b"PUT /ccache/chunky HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"PUT /ccache/chunky HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n",
         );
         connection.write_raw(b"400\r\n");
         connection.write_raw(&[1u8; 512]);
@@ -104,7 +104,7 @@ fn stalled_clients_are_cut_off_and_free_their_slots() {
     for i in 0..2 {
         let mut connection = Connection::open(&server.addr);
         connection.write_raw(
-            format!("PUT /ccache/stall{i} HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n")
+            format!("PUT /ccache/stall{i} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000000\r\n\r\n")
                 .as_bytes(),
         );
         connection.write_raw(&[0u8; 1000]);

@@ -106,7 +106,8 @@ fn bazel_protocol_through_the_composed_component() {
     let cut = format!("/ac/{}", "cd".repeat(32));
     let mut connection = Connection::open(&server.addr);
     connection.write_raw(
-        format!("PUT {cut} HTTP/1.1\r\nhost: x\r\ncontent-length: 300000\r\n\r\n").as_bytes(),
+        format!("PUT {cut} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 300000\r\n\r\n")
+            .as_bytes(),
     );
     connection.write_raw(&blob[..200_000]);
     connection.shutdown();
@@ -312,7 +313,8 @@ fn a_stalled_upload_is_ended_and_stores_nothing() {
     let path = format!("/ac/{}", "9f".repeat(32));
     let mut connection = Connection::open(&server.addr);
     connection.write_raw(
-        format!("PUT {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n").as_bytes(),
+        format!("PUT {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 100000\r\n\r\n")
+            .as_bytes(),
     );
     connection.write_raw(&[5u8; 30_000]);
     // The connection stays open, silent.

@@ -27,3 +27,12 @@ pub fn body_stall_secs() -> u64 {
         .filter(|n| *n > 0)
         .unwrap_or(60)
 }
+
+/// The access tokens, from `BLOBCACHE_TOKENS` (see [`crate::auth`]); none
+/// configured means an open server.
+pub fn tokens() -> Result<crate::auth::Tokens, String> {
+    match std::env::var("BLOBCACHE_TOKENS") {
+        Ok(text) => crate::auth::Tokens::parse(&text),
+        Err(_) => Ok(crate::auth::Tokens::default()),
+    }
+}

@@ -4,18 +4,26 @@
 //! `blobcache:store` import, so the same component runs on any host that provides
 //! that interface. Each request gets a fresh instance: nothing is kept between requests.
 //!
-//! Layout: [`path`] and [`route`] decide what a request addresses (pure, natively
-//! tested); [`protocol`] holds one module per cache protocol; [`http`] moves
-//! bodies between wasi:http and the store by splicing streams, so blob bytes never
-//! pass through guest memory.
+//! Every request takes one pipeline: parse → route → authorize → handle → respond.
+//!
+//! - [`route`]: the routing table; each protocol owns a root, Bazel's catch-all is last.
+//! - [`auth`]: access tokens, read or read-write, per namespace.
+//! - [`protocol`]: one module per protocol; each parses its paths into an
+//!   endpoint and renders its own errors.
+//! - [`blob`]: the blob operations protocols share, returning results.
+//! - [`http`]: the request accessors and the [`http::Response`] value that
+//!   every handler returns; sending it splices blob bodies, so blob bytes
+//!   never pass through guest memory.
+//! - [`path`], [`error`], [`config`]: path rules, failures, settings.
 
+pub mod auth;
+pub mod blob;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod path;
 pub mod protocol;
 pub mod route;
-pub mod store_error;
-pub mod transfer;
 
 #[allow(clippy::all, missing_docs)]
 pub mod bindings {
@@ -33,31 +41,46 @@ pub mod bindings {
 }
 
 use bindings::exports::wasi::http::incoming_handler::Guest;
+use error::{Failure, Kind};
+use http::{Body, Request, Response};
 use wasip2::http::types::{IncomingRequest, ResponseOutparam};
+
+/// Names the protocol that served a request, for the host's logs and metrics.
+pub const PROTOCOL_HEADER: &str = "blobcache-protocol";
 
 struct Component;
 
 impl Guest for Component {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
-        let path_with_query = request.path_with_query().unwrap_or_default();
-        let path = match path::parse(&path_with_query) {
-            Ok(path) => path,
-            Err(reason) => return http::respond_text(out, 400, &reason),
-        };
-        match route::route(&path) {
-            Ok(route::Route::Health) => http::respond_text(out, 200, "ok"),
-            Ok(route::Route::Root) => {
-                http::respond_text(out, 200, "blobcache remote build cache; see /status")
-            }
-            Ok(route::Route::Status) => protocol::status::serve(&request, out),
-            Ok(route::Route::Bazel(key)) => protocol::bazel::serve(&request, out, &key),
-            Ok(route::Route::Ccache(key)) => protocol::ccache::serve(&request, out, &key),
-            Err(route::NoRoute::BadKey(reason)) => http::respond_text(out, 400, &reason),
-            Err(route::NoRoute::Unknown) => {
-                http::respond_text(out, 404, "no cache protocol is served at this path")
+        let request = Request::new(request);
+        let mut response = serve(&request);
+        if request.is_head() {
+            if let Body::Bytes(_) = response.body {
+                response.body = Body::None;
             }
         }
+        response.send(out);
     }
+}
+
+/// The pipeline: route, authorize, handle; every failure rendered by the
+/// protocol that owns the path.
+fn serve(request: &Request) -> Response {
+    let (protocol, endpoint) = route::route(request.path_with_query());
+    let result = endpoint.and_then(|endpoint| {
+        let tokens = config::tokens().map_err(|reason| {
+            Failure::new(
+                Kind::Internal,
+                format!("the access token configuration is invalid: {reason}"),
+            )
+        })?;
+        let authorization = request.header("authorization");
+        let caller = tokens.authorize(authorization.as_deref(), endpoint.scope(request))?;
+        endpoint.handle(request, &caller)
+    });
+    result
+        .unwrap_or_else(protocol.render)
+        .with_header(PROTOCOL_HEADER, protocol.name)
 }
 
 // Exported only in the wasm build: native builds exist for the unit tests.

@@ -1,90 +1,163 @@
-//! Which protocol serves a path. Pure: tested natively, without a store.
+//! The routing table: each protocol owns a root (the first path segment), and
+//! Bazel's catch-all, whose optional prefix may be any other path, comes last.
+//! The table itself says which roots are taken, so every path has one meaning.
+//!
+//! Each protocol also chooses how its paths are checked ([`PathRules`]) and how
+//! its errors are rendered, so a protocol whose clients send percent-encoded
+//! names can accept them while the others refuse them.
 
-use crate::path::CachePath;
-use crate::protocol::{bazel, ccache};
+use crate::auth::{Caller, Scope};
+use crate::error::{Failure, Kind};
+use crate::http::{Request, Response};
+use crate::path;
+use crate::protocol::{bazel, ccache, service};
 
-/// What a request path addresses.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Route {
-    /// `GET /`: what this is (hosts such as Azure Functions probe it for readiness).
-    Root,
-    /// `GET /healthz`: liveness, answered without touching the store.
-    Health,
-    /// `GET /status`: version, store kind and counts, as JSON.
-    Status,
-    Bazel(bazel::Key),
-    Ccache(ccache::Key),
+/// One served request, once parsed: says what it needs, then does it.
+pub trait Endpoint {
+    /// The access the request needs, and the namespace it addresses.
+    fn scope(&self, request: &Request) -> Scope<'_>;
+    /// Serves the request; a failure is rendered by the protocol.
+    fn handle(&self, request: &Request, caller: &Caller) -> Result<Response, Failure>;
 }
 
-/// Why no route was found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum NoRoute {
-    /// The path belongs to a protocol but its key is malformed: 400.
-    BadKey(String),
-    /// No protocol serves this path: 404.
-    Unknown,
+/// How a protocol's paths are checked before it parses them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathRules {
+    /// [`path::parse`]: plain key characters only, no percent-encoding, no
+    /// empty, `.` or `..` segments.
+    Keys,
 }
 
-/// First path segments that belong to a protocol of their own. A Bazel prefix may not
-/// start with one of these, so each path has exactly one meaning.
-pub const RESERVED_ROOTS: &[&str] = &["healthz", "status", "ccache"];
+pub enum Root {
+    /// `/` alone.
+    Index,
+    /// Paths whose first segment is this.
+    Segment(&'static str),
+    /// Every path no other protocol owns.
+    CatchAll,
+}
 
-pub fn route(path: &CachePath<'_>) -> Result<Route, NoRoute> {
-    match path.segments.as_slice() {
-        [] => Ok(Route::Root),
-        ["healthz"] => Ok(Route::Health),
-        ["status"] => Ok(Route::Status),
-        ["ccache", rest @ ..] => ccache::parse(rest)
-            .map(Route::Ccache)
-            .map_err(NoRoute::BadKey),
-        segments => match bazel::parse(segments) {
-            Some(key) => key.map(Route::Bazel).map_err(NoRoute::BadKey),
-            None => Err(NoRoute::Unknown),
-        },
-    }
+/// What a protocol made of a path: an endpoint, or a failure to render.
+pub type Parsed = Result<Box<dyn Endpoint>, Failure>;
+
+pub struct Protocol {
+    /// Names the protocol in logs and metrics (the `blobcache-protocol` header).
+    pub name: &'static str,
+    pub root: Root,
+    pub paths: PathRules,
+    /// Parses the segments after the root (all of them for the catch-all).
+    pub parse: fn(&[&str]) -> Parsed,
+    /// Renders a failure as this protocol's clients expect it.
+    pub render: fn(Failure) -> Response,
+}
+
+/// Every protocol, rooted ones first, the catch-all last.
+pub static TABLE: &[&Protocol] = &[
+    &service::INDEX,
+    &service::HEALTH,
+    &service::STATUS,
+    &ccache::PROTOCOL,
+    &bazel::PROTOCOL,
+];
+
+/// The protocol that owns `path_with_query`, and what it made of the path.
+pub fn route(path_with_query: &str) -> (&'static Protocol, Parsed) {
+    let path = path_with_query.split('?').next().unwrap_or("");
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    let protocol = TABLE
+        .iter()
+        .find(|p| match p.root {
+            Root::Index => path == "/",
+            Root::Segment(root) => root == first,
+            Root::CatchAll => true,
+        })
+        .copied()
+        .expect("the table ends with a catch-all");
+    let parsed = match protocol.paths {
+        PathRules::Keys => path::parse(path_with_query)
+            .map_err(Failure::bad_request)
+            .and_then(|parsed| {
+                let rest = match protocol.root {
+                    Root::Segment(_) => &parsed.segments[1..],
+                    Root::Index | Root::CatchAll => &parsed.segments[..],
+                };
+                (protocol.parse)(rest)
+            }),
+    };
+    (protocol, parsed)
+}
+
+/// The answer for a path no protocol serves.
+pub fn no_protocol() -> Failure {
+    Failure::new(Kind::NotFound, "no cache protocol is served at this path")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::path;
 
-    fn route_of(p: &str) -> Result<Route, NoRoute> {
-        route(&path::parse(p).unwrap())
+    fn protocol_of(path: &str) -> (&'static str, Result<(), u16>) {
+        let (protocol, parsed) = route(path);
+        (protocol.name, parsed.map(|_| ()).map_err(|f| f.status()))
     }
 
     #[test]
     fn fixed_endpoints() {
-        assert_eq!(route_of("/healthz"), Ok(Route::Health));
-        assert_eq!(route_of("/status"), Ok(Route::Status));
-        assert_eq!(route_of("/"), Ok(Route::Root));
-        assert_eq!(route_of("/nothing/here"), Err(NoRoute::Unknown));
+        assert_eq!(protocol_of("/healthz"), ("health", Ok(())));
+        assert_eq!(protocol_of("/status"), ("status", Ok(())));
+        assert_eq!(protocol_of("/"), ("index", Ok(())));
+        assert_eq!(protocol_of("/nothing/here"), ("bazel", Err(404)));
     }
 
     #[test]
     fn bazel_with_and_without_prefix() {
         let hash = "a".repeat(64);
-        assert!(matches!(
-            route_of(&format!("/ac/{hash}")),
-            Ok(Route::Bazel(_))
-        ));
-        assert!(matches!(
-            route_of(&format!("/team/x/cas/{hash}")),
-            Ok(Route::Bazel(_))
-        ));
-        assert!(matches!(route_of("/cas/abc"), Err(NoRoute::BadKey(_))));
-        // A reserved root is never read as a Bazel prefix.
-        assert!(matches!(
-            route_of(&format!("/status/ac/{hash}")),
-            Err(NoRoute::Unknown)
-        ));
+        assert_eq!(protocol_of(&format!("/ac/{hash}")), ("bazel", Ok(())));
+        assert_eq!(
+            protocol_of(&format!("/team/x/cas/{hash}")),
+            ("bazel", Ok(()))
+        );
+        assert_eq!(protocol_of("/cas/abc"), ("bazel", Err(400)));
+        // A root a protocol owns is never read as a Bazel prefix.
+        assert_eq!(
+            protocol_of(&format!("/status/ac/{hash}")),
+            ("status", Err(404))
+        );
+        assert_eq!(
+            protocol_of(&format!("/healthz/cas/{hash}")),
+            ("health", Err(404))
+        );
     }
 
     #[test]
     fn ccache_owns_its_root_even_for_ac_looking_keys() {
         // ccache's `subdirs` layout puts a key starting with "ac" under /ac/.
-        let r = route_of("/ccache/ac/0123456789abcdefghijklmnopqrstu");
-        assert!(matches!(r, Ok(Route::Ccache(_))), "{r:?}");
-        assert!(matches!(route_of("/ccache"), Err(NoRoute::BadKey(_))));
+        assert_eq!(
+            protocol_of("/ccache/ac/0123456789abcdefghijklmnopqrstu"),
+            ("ccache", Ok(()))
+        );
+        assert_eq!(protocol_of("/ccache"), ("ccache", Err(400)));
+    }
+
+    #[test]
+    fn bad_paths_are_refused_by_their_protocol() {
+        assert_eq!(protocol_of("/ccache/a%2Fb"), ("ccache", Err(400)));
+        assert_eq!(protocol_of("/a/../ac/x"), ("bazel", Err(400)));
+    }
+
+    #[test]
+    fn every_root_is_owned_once_and_the_catch_all_is_last() {
+        let roots: Vec<&str> = TABLE
+            .iter()
+            .filter_map(|p| match p.root {
+                Root::Segment(root) => Some(root),
+                _ => None,
+            })
+            .collect();
+        let mut unique = roots.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), roots.len());
+        assert!(matches!(TABLE.last().unwrap().root, Root::CatchAll));
     }
 }

@@ -98,6 +98,17 @@ pub struct ServeArgs {
     #[arg(long, env = "BLOBCACHE_COPY_UPLOADS", hide = true)]
     pub copy_uploads: bool,
 
+    /// File of access tokens: one `name access namespace token` per line (see the
+    /// README). Tokens may also be given in BLOBCACHE_TOKENS, in the same form
+    /// with `;` between entries. Without any, the server is open to everyone.
+    #[arg(long, env = "BLOBCACHE_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Serve without access tokens on an address other than loopback, so that
+    /// anyone who can reach it can read and write every entry.
+    #[arg(long, env = "BLOBCACHE_ALLOW_OPEN")]
+    pub allow_open: bool,
+
     /// Run this component file instead of the built-in one.
     #[arg(long, env = "BLOBCACHE_COMPONENT", hide = true)]
     pub component: Option<PathBuf>,
@@ -110,8 +121,42 @@ impl ServeArgs {
             .unwrap_or_else(|| StoreSpec::Dir(cache_home().join("store")))
     }
 
-    pub fn runtime_config(&self) -> RuntimeConfig {
+    /// How the store is opened.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            spec: self.store_spec(),
+            fsync: !self.no_fsync,
+            azure_container: self.azure_container.clone(),
+            azure_prefix: self.azure_prefix.clone(),
+            azure_create_container: self.azure_create_container,
+        }
+    }
+
+    /// The access tokens from `--tokens-file` and `BLOBCACHE_TOKENS`, checked;
+    /// an empty text when none are configured.
+    pub fn tokens(&self) -> anyhow::Result<AccessTokens> {
+        let mut text = std::env::var("BLOBCACHE_TOKENS").unwrap_or_default();
+        if let Some(path) = &self.tokens_file {
+            let file = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read the tokens file {}: {e}", path.display())
+            })?;
+            text.push('\n');
+            text.push_str(&file);
+        }
+        let tokens = blobcache_component::auth::Tokens::parse(&text)
+            .map_err(|e| anyhow::anyhow!("access tokens: {e}"))?;
+        Ok(AccessTokens {
+            count: tokens.len(),
+            text,
+        })
+    }
+
+    /// The runtime settings, with the access tokens the component enforces.
+    pub fn runtime_config(&self, tokens: &AccessTokens) -> RuntimeConfig {
         let mut component_env = Vec::new();
+        if tokens.count > 0 {
+            component_env.push(("BLOBCACHE_TOKENS".into(), tokens.text.clone()));
+        }
         if self.max_blob_size > 0 {
             component_env.push((
                 "BLOBCACHE_MAX_BLOB_SIZE".into(),
@@ -132,6 +177,37 @@ impl ServeArgs {
                     .unwrap_or_else(|| cache_home().join("compiled")),
             ),
             component_override: self.component.clone(),
+        }
+    }
+}
+
+/// Access tokens as configured: the text the component parses, and how many.
+#[derive(Clone, Debug, Default)]
+pub struct AccessTokens {
+    pub text: String,
+    pub count: usize,
+}
+
+/// How to open a store, independent of the command line.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub spec: StoreSpec,
+    /// fsync before publishing to the directory store.
+    pub fsync: bool,
+    pub azure_container: String,
+    pub azure_prefix: String,
+    pub azure_create_container: bool,
+}
+
+impl StoreConfig {
+    /// A store with the defaults `serve` uses.
+    pub fn new(spec: StoreSpec) -> StoreConfig {
+        StoreConfig {
+            spec,
+            fsync: true,
+            azure_container: "blobcache".into(),
+            azure_prefix: String::new(),
+            azure_create_container: false,
         }
     }
 }

@@ -9,31 +9,33 @@
 //! To serve cache requests from another hyper-based server, build a
 //! [`runtime::Runtime`] and call [`runtime::Runtime::handle`] for each request.
 
-pub mod bindings;
+mod bindings;
 pub mod config;
-pub mod limits;
+mod limits;
 pub mod runtime;
 pub mod server;
 pub mod store;
 
 use std::sync::Arc;
 
-use config::StoreSpec;
-use store::SharedBackend;
+pub use config::{StoreConfig, StoreSpec};
+pub use runtime::{Runtime, RuntimeConfig};
+pub use store::SharedBackend;
 
-/// Opens the backend `serve` was asked for.
-pub async fn open_store(args: &config::ServeArgs) -> anyhow::Result<SharedBackend> {
-    Ok(match args.store_spec() {
+/// Opens the store `config` describes.
+pub async fn open_store(config: &StoreConfig) -> anyhow::Result<SharedBackend> {
+    Ok(match &config.spec {
         StoreSpec::Memory => Arc::new(store::memory::MemoryStore::new()),
-        StoreSpec::Dir(path) => Arc::new(
-            store::dir::DirStore::open(&path, !args.no_fsync).map_err(|e| {
+        StoreSpec::Dir(path) => {
+            Arc::new(store::dir::DirStore::open(path, config.fsync).map_err(|e| {
                 anyhow::anyhow!("cannot use store directory {}: {e}", path.display())
-            })?,
-        ),
+            })?)
+        }
         StoreSpec::Azure => {
+            let azure = config;
             let mut config =
-                store::azure::AzureConfig::from_env(&args.azure_container, &args.azure_prefix)?;
-            config.create_container = args.azure_create_container;
+                store::azure::AzureConfig::from_env(&azure.azure_container, &azure.azure_prefix)?;
+            config.create_container = azure.azure_create_container;
             Arc::new(store::azure::AzureStore::connect(config).await?)
         }
     })

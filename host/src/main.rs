@@ -37,12 +37,35 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let backend = blobcache::open_store(&args).await?;
-    let runtime = Runtime::new(backend.clone(), args.runtime_config())?;
-    let listen = functions_port()?.unwrap_or(args.listen);
+    let tokens = args.tokens()?;
+    let functions = functions_port()?;
+    let listen = functions.unwrap_or(args.listen);
+    if tokens.count == 0 && !listen.ip().is_loopback() && !args.allow_open {
+        anyhow::bail!(
+            "refusing to serve {listen} without access tokens: anyone who can reach it could \
+             read, overwrite and delete every entry. Configure tokens (--tokens-file or \
+             BLOBCACHE_TOKENS), or pass --allow-open to serve an open cache on purpose"
+        );
+    }
+    let backend = blobcache::open_store(&args.store_config()).await?;
+    let runtime = Runtime::new(backend.clone(), args.runtime_config(&tokens))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    if tokens.count == 0 {
+        tracing::warn!(
+            "no access tokens configured: the cache is open, anyone who can reach {listen} \
+             may read and write every entry"
+        );
+    } else {
+        tracing::info!("access tokens: {} configured", tokens.count);
+    }
+    // A server on loopback answers only loopback Host names, so a web page cannot
+    // reach it through DNS rebinding. Under Functions the platform's front end
+    // forwards requests with the public Host, so the check is off there.
+    let options = blobcache::server::ServeOptions {
+        loopback_hosts_only: listen.ip().is_loopback() && functions.is_none(),
+    };
     let status = backend.status();
     // Tests and scripts read this line to learn the port.
     println!(
@@ -51,7 +74,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         status.kind,
         status.location
     );
-    blobcache::server::serve(listener, runtime, shutdown_signal()).await
+    blobcache::server::serve(listener, runtime, options, shutdown_signal()).await
 }
 
 /// Under Azure Functions (custom handler) the host says which port to serve on.

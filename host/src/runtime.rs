@@ -145,7 +145,19 @@ impl Runtime {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         match self.run_guest(request).await {
-            Ok(response) => response,
+            Ok(mut response) => {
+                // The component names the protocol that served the request; the
+                // host keeps it for logs and metrics rather than sending it on.
+                if let Some(name) = response.headers_mut().remove(PROTOCOL_HEADER) {
+                    let name = blobcache_component::route::TABLE
+                        .iter()
+                        .map(|p| p.name)
+                        .find(|known| name == *known)
+                        .unwrap_or("unknown");
+                    response.extensions_mut().insert(ServedBy(name));
+                }
+                response
+            }
             Err(error) => {
                 tracing::error!("request failed in the cache component: {error:#}");
                 text_response(
@@ -252,6 +264,13 @@ impl Runtime {
         }
     }
 }
+
+/// The protocol that served a request, as the component named it; an extension
+/// of every response [`Runtime::handle`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServedBy(pub &'static str);
+
+const PROTOCOL_HEADER: &str = blobcache_component::PROTOCOL_HEADER;
 
 /// A small text response built by the host itself.
 pub fn text_response(status: u16, text: &str) -> hyper::Response<HyperOutgoingBody> {

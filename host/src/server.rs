@@ -8,18 +8,28 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::runtime::Runtime;
+use crate::runtime::{text_response, Runtime, ServedBy};
 
 /// How long a client may take to send request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How the server treats requests before they reach the component.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServeOptions {
+    /// Refuse requests whose `Host` is not a loopback name (`localhost`,
+    /// `*.localhost`, `127.0.0.0/8`, `[::1]`): for a server bound to loopback,
+    /// where any other name means a web page reached it through DNS rebinding.
+    pub loopback_hosts_only: bool,
+}
+
 /// Accepts connections on `listener` until `shutdown` resolves, then lets open
 /// connections finish their current request (idle keep-alive connections close at once).
 pub async fn serve(
     listener: TcpListener,
     runtime: Runtime,
+    options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let graceful = GracefulShutdown::new();
@@ -42,8 +52,18 @@ pub async fn serve(
         let service = service_fn(move |request| {
             let runtime = runtime.clone();
             async move {
-                tracing::debug!(method = %request.method(), uri = %request.uri(), "request");
-                Ok::<_, std::convert::Infallible>(runtime.handle(request).await)
+                if options.loopback_hosts_only && !has_loopback_host(&request) {
+                    return Ok(text_response(
+                        403,
+                        "this server listens on loopback and answers only loopback Host names\n",
+                    ));
+                }
+                let method = request.method().clone();
+                let uri = request.uri().path().to_string();
+                let response = runtime.handle(request).await;
+                let protocol = response.extensions().get::<ServedBy>().map_or("-", |p| p.0);
+                tracing::debug!(%method, uri, status = response.status().as_u16(), protocol, "request");
+                Ok::<_, std::convert::Infallible>(response)
             }
         });
         let connection = http1::Builder::new()
@@ -66,4 +86,66 @@ pub async fn serve(
         tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
     Ok(())
+}
+
+/// Whether the request names a loopback host (or none: HTTP/1.0 clients, which
+/// no browser is).
+fn has_loopback_host<B>(request: &hyper::Request<B>) -> bool {
+    let host = match request.uri().host() {
+        Some(host) => host.to_string(),
+        None => match request.headers().get(hyper::header::HOST) {
+            None => return true,
+            Some(value) => match value.to_str() {
+                Ok(value) => value.to_string(),
+                Err(_) => return false,
+            },
+        },
+    };
+    is_loopback_name(&host)
+}
+
+/// `localhost`, `*.localhost`, an address in 127.0.0.0/8 or `[::1]`, with or
+/// without a port.
+fn is_loopback_name(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_name;
+
+    #[test]
+    fn loopback_names() {
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST.",
+            "cache.localhost:1",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "[::1]:8080",
+            "[::1]",
+        ] {
+            assert!(is_loopback_name(host), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:8080",
+            "localhost.attacker.example",
+            "10.0.0.1",
+            "[::2]:80",
+            "",
+        ] {
+            assert!(!is_loopback_name(host), "{host}");
+        }
+    }
 }

@@ -313,7 +313,7 @@ fn answers_as_azurite(port: u16) -> bool {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let probe = b"GET /devstoreaccount1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let probe = b"GET /devstoreaccount1 HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
     if stream.write_all(probe).is_err() {
         return false;
     }
@@ -423,6 +423,8 @@ pub enum Body<'a> {
 pub struct Connection {
     stream: TcpStream,
     reader: BufReader<TcpStream>,
+    /// Sent as `Host` unless a request names its own.
+    host: String,
 }
 
 impl Connection {
@@ -432,7 +434,11 @@ impl Connection {
             .set_read_timeout(Some(Duration::from_secs(120)))
             .unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
-        Connection { stream, reader }
+        Connection {
+            stream,
+            reader,
+            host: addr.to_string(),
+        }
     }
 
     pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Body) {
@@ -441,7 +447,10 @@ impl Connection {
             Body::Bytes(bytes) => Some(bytes.len() as u64),
             Body::Stream { length, .. } => Some(*length),
         };
-        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: blobcache\r\n");
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            head.push_str(&format!("host: {}\r\n", self.host));
+        }
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }

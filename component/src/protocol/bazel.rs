@@ -2,15 +2,30 @@
 //! `<prefix>/cas/<sha256>`.
 //!
 //! The prefix (any leading segments, possibly none) is a namespace: two prefixes
-//! never see each other's entries. CAS uploads must hash to their key; the store
+//! never see each other's entries, and its first segment is what tokens are
+//! scoped to. Bazel owns every path no other protocol's root claims (the
+//! routing table's catch-all). CAS uploads must hash to their key; the store
 //! checks the digest and length before publishing, and a mismatch answers 400.
 
-use wasip2::http::types::{IncomingRequest, ResponseOutparam};
-
-use crate::http;
+use crate::auth::{Caller, Need, Scope};
+use crate::blob;
+use crate::error::Failure;
+use crate::http::{Request, Response};
 use crate::path::is_sha256_hex;
-use crate::route::RESERVED_ROOTS;
-use crate::transfer;
+use crate::route::{no_protocol, Endpoint, PathRules, Protocol, Root};
+
+use super::render_text;
+
+pub static PROTOCOL: Protocol = Protocol {
+    name: "bazel",
+    root: Root::CatchAll,
+    paths: PathRules::Keys,
+    parse: |segments| match parse(segments) {
+        Some(key) => Ok(Box::new(key?)),
+        None => Err(no_protocol()),
+    },
+    render: render_text,
+};
 
 /// sha256 of no bytes: always present in the CAS, as Bazel expects.
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -50,7 +65,7 @@ impl Key {
 }
 
 /// None when the path is not a Bazel path; an error when it is one with a bad key.
-pub fn parse(segments: &[&str]) -> Option<Result<Key, String>> {
+pub fn parse(segments: &[&str]) -> Option<Result<Key, Failure>> {
     let [prefix @ .., area, hash] = segments else {
         return None;
     };
@@ -59,16 +74,10 @@ pub fn parse(segments: &[&str]) -> Option<Result<Key, String>> {
         "cas" => Area::Cas,
         _ => return None,
     };
-    if prefix
-        .first()
-        .is_some_and(|root| RESERVED_ROOTS.contains(root))
-    {
-        return None;
-    }
     if !is_sha256_hex(hash) {
-        return Some(Err(format!(
+        return Some(Err(Failure::bad_request(format!(
             "bazel key {hash:?} is not a sha256: expected 64 lowercase hex digits"
-        )));
+        ))));
     }
     let prefix = prefix.iter().map(|s| s.to_string()).collect();
     Some(Ok(Key {
@@ -78,44 +87,45 @@ pub fn parse(segments: &[&str]) -> Option<Result<Key, String>> {
     }))
 }
 
-pub fn serve(request: &IncomingRequest, out: ResponseOutparam, key: &Key) {
-    match http::method(request).as_str() {
-        method @ ("GET" | "HEAD") => {
-            let head = method == "HEAD";
-            if key.area == Area::Cas && key.hash == EMPTY_SHA256 {
-                return serve_empty_blob(out);
-            }
-            transfer::serve_blob(out, &key.store_key(), head)
+impl Endpoint for Key {
+    fn scope(&self, request: &Request) -> Scope<'_> {
+        Scope {
+            need: match request.method() {
+                "PUT" | "DELETE" => Need::Write,
+                _ => Need::Read,
+            },
+            namespace: self.prefix.first().map(String::as_str),
         }
-        "PUT" => put(request, out, key),
-        "DELETE" => transfer::delete_blob(out, &key.store_key()),
-        _ => http::method_not_allowed(out, "GET, HEAD, PUT, DELETE"),
     }
-}
 
-fn put(request: &IncomingRequest, out: ResponseOutparam, key: &Key) {
-    let length = match transfer::declared_length(request) {
-        Ok(length) => length,
-        Err((status, reason)) => return http::respond_text(out, status, &reason),
-    };
-    let mut options = transfer::overwrite_options(length);
-    if key.area == Area::Cas {
-        options.expected_sha256 = Some(key.hash.clone());
+    fn handle(&self, request: &Request, _: &Caller) -> Result<Response, Failure> {
+        match request.method() {
+            "GET" | "HEAD" if self.area == Area::Cas && self.hash == EMPTY_SHA256 => {
+                Ok(empty_blob())
+            }
+            "GET" | "HEAD" => blob::read(request, &self.store_key()),
+            "PUT" => {
+                let mut options = blob::overwrite_options(blob::declared_length(request)?);
+                if self.area == Area::Cas {
+                    options.expected_sha256 = Some(self.hash.clone());
+                }
+                blob::write(request, &self.store_key(), &options)?;
+                Ok(Response::empty(200))
+            }
+            "DELETE" => {
+                blob::delete(&self.store_key())?;
+                Ok(Response::empty(200))
+            }
+            _ => Err(Failure::method_not_allowed("GET, HEAD, PUT, DELETE")),
+        }
     }
-    transfer::receive_blob(request, out, &key.store_key(), &options, 200);
 }
 
 /// Content-length 0 and no body stream: complete for GET and HEAD alike.
-fn serve_empty_blob(out: ResponseOutparam) {
-    let headers = [
-        ("content-length".to_string(), "0".to_string()),
-        (
-            "content-type".to_string(),
-            "application/octet-stream".to_string(),
-        ),
-        ("etag".to_string(), format!("\"{EMPTY_SHA256}\"")),
-    ];
-    http::respond_blob(out, 200, &headers, None);
+fn empty_blob() -> Response {
+    Response::empty(200)
+        .with_header("content-type", "application/octet-stream")
+        .with_header("etag", format!("\"{EMPTY_SHA256}\""))
 }
 
 #[cfg(test)]

@@ -6,41 +6,68 @@
 //! keys are not content hashes, so nothing is verified. Further leading segments
 //! (`/ccache/<team>/...`) act as namespaces.
 
-use wasip2::http::types::{IncomingRequest, ResponseOutparam};
+use crate::auth::{Caller, Need, Scope};
+use crate::blob;
+use crate::error::Failure;
+use crate::http::{Request, Response};
+use crate::route::{Endpoint, PathRules, Protocol, Root};
 
-use crate::http;
-use crate::transfer;
+use super::{leading_namespace, render_text};
+
+pub static PROTOCOL: Protocol = Protocol {
+    name: "ccache",
+    root: Root::Segment("ccache"),
+    paths: PathRules::Keys,
+    parse: |rest| Ok(Box::new(parse(rest)?)),
+    render: render_text,
+};
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Key {
     /// `ccache/<path after /ccache/>`.
     pub store_key: String,
+    /// The first segment when more follow.
+    pub namespace: Option<String>,
 }
 
 /// `rest` is the path after `/ccache`; its segments are already validated.
-pub fn parse(rest: &[&str]) -> Result<Key, String> {
+pub fn parse(rest: &[&str]) -> Result<Key, Failure> {
     if rest.is_empty() {
-        return Err("ccache path needs a key after /ccache/".into());
+        return Err(Failure::bad_request(
+            "ccache path needs a key after /ccache/",
+        ));
     }
     Ok(Key {
         store_key: format!("ccache/{}", rest.join("/")),
+        namespace: leading_namespace(rest).map(str::to_string),
     })
 }
 
-pub fn serve(request: &IncomingRequest, out: ResponseOutparam, key: &Key) {
-    match http::method(request).as_str() {
-        "GET" => transfer::serve_blob(out, &key.store_key, false),
-        "HEAD" => transfer::serve_blob(out, &key.store_key, true),
-        "PUT" => {
-            let length = match transfer::declared_length(request) {
-                Ok(length) => length,
-                Err((status, reason)) => return http::respond_text(out, status, &reason),
-            };
-            let options = transfer::overwrite_options(length);
-            transfer::receive_blob(request, out, &key.store_key, &options, 200);
+impl Endpoint for Key {
+    fn scope(&self, request: &Request) -> Scope<'_> {
+        Scope {
+            need: match request.method() {
+                "PUT" | "DELETE" => Need::Write,
+                _ => Need::Read,
+            },
+            namespace: self.namespace.as_deref(),
         }
-        "DELETE" => transfer::delete_blob(out, &key.store_key),
-        _ => http::method_not_allowed(out, "GET, HEAD, PUT, DELETE"),
+    }
+
+    fn handle(&self, request: &Request, _: &Caller) -> Result<Response, Failure> {
+        match request.method() {
+            "GET" | "HEAD" => blob::read(request, &self.store_key),
+            "PUT" => {
+                let options = blob::overwrite_options(blob::declared_length(request)?);
+                blob::write(request, &self.store_key, &options)?;
+                Ok(Response::empty(200))
+            }
+            "DELETE" => {
+                blob::delete(&self.store_key)?;
+                Ok(Response::empty(200))
+            }
+            _ => Err(Failure::method_not_allowed("GET, HEAD, PUT, DELETE")),
+        }
     }
 }
 
@@ -58,5 +85,17 @@ mod tests {
             format!("ccache/ac/{hex}")
         );
         assert!(parse(&[]).is_err());
+    }
+
+    #[test]
+    fn the_first_of_several_segments_is_the_namespace() {
+        assert_eq!(
+            parse(&["team-a", "ab", "cdef"])
+                .unwrap()
+                .namespace
+                .as_deref(),
+            Some("team-a")
+        );
+        assert_eq!(parse(&["abcdef"]).unwrap().namespace, None);
     }
 }

@@ -1,0 +1,391 @@
+//! Access tokens, shared by every protocol and enforced here in the component,
+//! so they hold on every host (our own, `wasmtime serve`, Spin).
+//!
+//! Tokens come from the `BLOBCACHE_TOKENS` setting: one token per line (or
+//! separated by `;`), four fields each, `#` starts a comment:
+//!
+//! ```text
+//! # name    access      namespace  token (or sha256:<hex of its SHA-256>)
+//! ci        read-write  *          sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+//! team-a    read-write  team-a     a-long-random-secret
+//! readers   read        *          sha256:...
+//! ```
+//!
+//! A namespace is the first path segment after a protocol's root (Bazel's
+//! prefix, `/ccache/<namespace>/...`); `*` covers every namespace and paths
+//! without one. Presented tokens are hashed and compared in constant time with
+//! the configured digests; neither is ever written to a log or an answer.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::{Failure, Kind};
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// One configured token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// Names the token in logs and answers, never the secret.
+    pub name: String,
+    pub access: Access,
+    /// None: every namespace.
+    pub namespace: Option<String>,
+    digest: [u8; 32],
+}
+
+/// The configured tokens; none configured means an open server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tokens(Vec<Token>);
+
+/// What a request needs to be allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Served to anyone (`/healthz`, `/`).
+    Nothing,
+    Read,
+    Write,
+}
+
+/// What a request asks to do, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scope<'a> {
+    pub need: Need,
+    /// The namespace the request addresses; none for paths outside any.
+    pub namespace: Option<&'a str>,
+}
+
+/// Who is asking, once allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// No tokens are configured: everyone may do everything.
+    Open,
+    /// Tokens are configured and none was presented (only for `Need::Nothing`).
+    Anonymous,
+    Token {
+        name: String,
+        access: Access,
+    },
+}
+
+impl Caller {
+    /// Whether the caller proved who it is (or the server is open).
+    pub fn is_trusted(&self) -> bool {
+        !matches!(self, Caller::Anonymous)
+    }
+}
+
+impl Tokens {
+    /// Parses the token configuration; the error names the line, never a secret.
+    pub fn parse(text: &str) -> Result<Tokens, String> {
+        let mut tokens = Vec::new();
+        for (index, line) in text.split(['\n', ';']).enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let entry = index + 1;
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [name, access, namespace, secret] = fields[..] else {
+                return Err(format!(
+                    "token entry {entry}: expected `name access namespace token`, found {} fields",
+                    fields.len()
+                ));
+            };
+            let access = match access {
+                "read" | "r" | "ro" => Access::Read,
+                "read-write" | "rw" | "write" => Access::ReadWrite,
+                other => return Err(format!(
+                    "token entry {entry} ({name}): access {other:?} is not `read` or `read-write`"
+                )),
+            };
+            let namespace = match namespace {
+                "*" => None,
+                ns if !ns.is_empty() && ns.chars().all(crate::path::is_key_char) => {
+                    Some(ns.to_string())
+                }
+                ns => return Err(format!(
+                    "token entry {entry} ({name}): namespace {ns:?} is not `*` or a path segment"
+                )),
+            };
+            let digest = match secret.strip_prefix("sha256:") {
+                Some(hex) => parse_digest(hex).ok_or_else(|| {
+                    format!("token entry {entry} ({name}): sha256: needs 64 hex digits")
+                })?,
+                None => Sha256::digest(secret.as_bytes()).into(),
+            };
+            tokens.push(Token {
+                name: name.to_string(),
+                access,
+                namespace,
+                digest,
+            });
+        }
+        Ok(Tokens(tokens))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The token whose secret is one of `candidates`, compared in constant time.
+    fn find(&self, candidates: &[String]) -> Option<&Token> {
+        let mut found = None;
+        for candidate in candidates {
+            let digest: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
+            // Every token is compared, whichever matches.
+            for token in &self.0 {
+                if bool::from(token.digest.ct_eq(&digest)) && found.is_none() {
+                    found = Some(token);
+                }
+            }
+        }
+        found
+    }
+
+    /// Allows or refuses a request presenting `authorization` (the header's
+    /// value) for `scope`.
+    pub fn authorize(
+        &self,
+        authorization: Option<&str>,
+        scope: Scope<'_>,
+    ) -> Result<Caller, Failure> {
+        if self.is_empty() {
+            return Ok(Caller::Open);
+        }
+        let candidates = authorization.map(candidates).unwrap_or_default();
+        let token = self.find(&candidates);
+        let Some(token) = token else {
+            if scope.need == Need::Nothing {
+                return Ok(Caller::Anonymous);
+            }
+            let reason = match authorization {
+                None => "an access token is required",
+                Some(_) => "the access token is not valid",
+            };
+            return Err(unauthorized(reason));
+        };
+        if scope.need == Need::Write && token.access == Access::Read {
+            return Err(Failure::new(
+                Kind::Forbidden,
+                format!("token {:?} may only read", token.name),
+            ));
+        }
+        if scope.need != Need::Nothing {
+            if let Some(allowed) = &token.namespace {
+                if scope.namespace != Some(allowed.as_str()) {
+                    return Err(Failure::new(
+                        Kind::Forbidden,
+                        format!("token {:?} is for namespace {allowed:?} only", token.name),
+                    ));
+                }
+            }
+        }
+        Ok(Caller::Token {
+            name: token.name.clone(),
+            access: token.access,
+        })
+    }
+}
+
+/// 401 with the challenges clients answer: Basic (token as password) and Bearer.
+pub fn unauthorized(reason: &str) -> Failure {
+    Failure::new(Kind::Unauthorized, reason)
+        .with_header("www-authenticate", "Basic realm=\"blobcache\"")
+        .with_header("www-authenticate", "Bearer realm=\"blobcache\"")
+}
+
+/// The secrets an `Authorization` value may carry: a Bearer token, or a Basic
+/// password (the user name too, for clients that put the token there). Basic
+/// credentials are accepted in both base64 alphabets (Bazel may send base64url).
+pub fn candidates(authorization: &str) -> Vec<String> {
+    let (scheme, rest) = authorization
+        .trim()
+        .split_once(' ')
+        .unwrap_or((authorization, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return vec![rest.to_string()];
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Vec::new();
+    }
+    let Some(decoded) = decode_base64_any(rest) else {
+        return Vec::new();
+    };
+    let Ok(text) = String::from_utf8(decoded) else {
+        return Vec::new();
+    };
+    match text.split_once(':') {
+        Some((user, "")) => vec![user.to_string()],
+        Some((user, password)) => vec![password.to_string(), user.to_string()],
+        None => vec![text],
+    }
+}
+
+fn decode_base64_any(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    let trimmed = text.trim_end_matches('=');
+    STANDARD_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed))
+        .ok()
+}
+
+fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    const CONFIG: &str = "
+        # name access namespace token
+        ci      read-write  *       sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+        team-a  rw          team-a  secret-a ; reader read * secret-r
+    ";
+
+    fn tokens() -> Tokens {
+        Tokens::parse(CONFIG).unwrap()
+    }
+
+    fn scope(need: Need, namespace: Option<&str>) -> Scope<'_> {
+        Scope { need, namespace }
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        let pair = format!("{user}:{password}");
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
+
+    #[test]
+    fn parses_entries_and_digests() {
+        let tokens = tokens();
+        assert_eq!(tokens.len(), 3);
+        // "password" is the secret behind the sha256 entry.
+        let caller = tokens
+            .authorize(Some("Bearer password"), scope(Need::Write, None))
+            .unwrap();
+        assert_eq!(
+            caller,
+            Caller::Token {
+                name: "ci".into(),
+                access: Access::ReadWrite
+            }
+        );
+    }
+
+    #[test]
+    fn configuration_errors_name_the_entry_not_the_secret() {
+        let error = Tokens::parse("a rw * x y").unwrap_err();
+        assert!(error.contains("entry 1"), "{error}");
+        let error = Tokens::parse("a admin * topsecret").unwrap_err();
+        assert!(!error.contains("topsecret"), "{error}");
+        assert!(Tokens::parse("a rw a/b s").is_err());
+        assert!(Tokens::parse("a rw * sha256:abc").is_err());
+        assert!(Tokens::parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn open_without_tokens() {
+        let open = Tokens::default();
+        assert_eq!(
+            open.authorize(None, scope(Need::Write, None)),
+            Ok(Caller::Open)
+        );
+    }
+
+    #[test]
+    fn missing_and_wrong_tokens_are_401_with_challenges() {
+        let failure = tokens()
+            .authorize(None, scope(Need::Read, None))
+            .unwrap_err();
+        assert_eq!(failure.status(), 401);
+        assert!(failure
+            .headers
+            .iter()
+            .any(|(n, v)| n == "www-authenticate" && v.starts_with("Basic")));
+        let failure = tokens()
+            .authorize(Some("Bearer nope"), scope(Need::Read, None))
+            .unwrap_err();
+        assert_eq!(failure.status(), 401);
+        assert!(!failure.reason.contains("nope"));
+        // Open paths stay open, anonymously.
+        assert_eq!(
+            tokens().authorize(Some("Bearer nope"), scope(Need::Nothing, None)),
+            Ok(Caller::Anonymous)
+        );
+    }
+
+    #[test]
+    fn read_only_tokens_cannot_write() {
+        let failure = tokens()
+            .authorize(Some("Bearer secret-r"), scope(Need::Write, None))
+            .unwrap_err();
+        assert_eq!(failure.status(), 403);
+        assert!(tokens()
+            .authorize(Some("Bearer secret-r"), scope(Need::Read, Some("team-a")))
+            .is_ok());
+    }
+
+    #[test]
+    fn namespaces_keep_teams_apart() {
+        let t = tokens();
+        assert!(t
+            .authorize(Some("Bearer secret-a"), scope(Need::Write, Some("team-a")))
+            .is_ok());
+        for namespace in [Some("team-b"), None] {
+            let failure = t
+                .authorize(Some("Bearer secret-a"), scope(Need::Read, namespace))
+                .unwrap_err();
+            assert_eq!(failure.status(), 403, "{namespace:?}");
+        }
+    }
+
+    #[test]
+    fn basic_in_both_alphabets_and_either_field() {
+        let t = tokens();
+        let need = scope(Need::Write, Some("team-a"));
+        assert!(t.authorize(Some(&basic("bazel", "secret-a")), need).is_ok());
+        assert!(t.authorize(Some(&basic("secret-a", "")), need).is_ok());
+        // A secret whose base64 differs between the alphabets (bytes 0xfb, 0xff).
+        let odd = "ab?>?~";
+        let config = format!("odd rw * {odd}");
+        let odd_tokens = Tokens::parse(&config).unwrap();
+        let pair = format!("u:{odd}");
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&pair);
+        let std = base64::engine::general_purpose::STANDARD.encode(&pair);
+        assert_ne!(url.trim_end_matches('='), std.trim_end_matches('='));
+        for encoded in [url, std] {
+            let header = format!("Basic {encoded}");
+            assert!(
+                odd_tokens.authorize(Some(&header), need).is_ok(),
+                "{header}"
+            );
+        }
+        assert!(candidates("Basic !!!").is_empty());
+        assert!(candidates("Digest abc").is_empty());
+    }
+}

@@ -1,0 +1,147 @@
+//! Blob operations that several protocols share: read (GET/HEAD with `Range`),
+//! write (PUT), delete. They return results; the protocol decides how a success
+//! or a [`Failure`] is answered.
+
+use crate::bindings::blobcache::store::store;
+use crate::bindings::blobcache::store::types::{
+    BlobInfo, ByteRange, Error as StoreError, WriteMode, WriteOptions, Writer,
+};
+use crate::error::{Failure, Kind};
+use crate::http::body::{receive_body, ReceiveError};
+use crate::http::range::{self, Parsed, RangeSpec};
+use crate::http::{Request, Response};
+
+/// GET or HEAD of the blob at `key`: 200 with the content (headers only for
+/// HEAD), 206 for a satisfiable `Range`, 416 for one past the end.
+pub fn read(request: &Request, key: &str) -> Result<Response, Failure> {
+    if request.is_head() {
+        let info = store::head(key)?;
+        return Ok(Response::blob(200, &info, info.size, None));
+    }
+    let spec = match request.header("range").as_deref().map(range::parse) {
+        Some(Parsed::One(spec)) => spec,
+        None | Some(Parsed::Ignore) => {
+            let (info, content) = store::open(key, None)?;
+            return Ok(Response::blob(200, &info, info.size, Some(content)));
+        }
+    };
+    read_range(key, spec, true)
+}
+
+fn read_range(key: &str, spec: RangeSpec, may_retry: bool) -> Result<Response, Failure> {
+    // A suffix needs the size first; other ranges learn it from `open`.
+    let expected = match spec.start() {
+        Some(_) => None,
+        None => Some(store::head(key)?),
+    };
+    let size = expected.as_ref().map_or(0, |info| info.size);
+    let (start, length) = match (spec, spec.resolve(size)) {
+        (RangeSpec::From { first, last }, _) => (first, last.map(|last| last - first + 1)),
+        (RangeSpec::Suffix(_), Some((start, end))) => (start, Some(end - start)),
+        (RangeSpec::Suffix(_), None) => return Err(not_satisfiable(size)),
+    };
+    let opened = store::open(
+        key,
+        Some(ByteRange {
+            offset: start,
+            length,
+        }),
+    );
+    let (info, content) = match opened {
+        Ok(opened) => opened,
+        // The store refuses ranges that start past the end.
+        Err(StoreError::Invalid(reason)) => {
+            let info = store::head(key)?;
+            return Err(match spec.resolve(info.size) {
+                None => not_satisfiable(info.size),
+                Some(_) => Failure::new(Kind::Internal, reason),
+            });
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if let Some(expected) = expected {
+        if expected.etag != info.etag {
+            // Replaced between head and open: resolve once more against the new size.
+            drop(content);
+            return match may_retry {
+                true => read_range(key, spec, false),
+                false => Err(Failure::new(
+                    Kind::Unavailable,
+                    "the blob changed while it was read",
+                )),
+            };
+        }
+    }
+    match spec.resolve(info.size) {
+        None => Err(not_satisfiable(info.size)),
+        Some((start, end)) => Ok(Response::blob(206, &info, end - start, Some(content))
+            .with_header("content-range", range::content_range(start, end, info.size))),
+    }
+}
+
+fn not_satisfiable(size: u64) -> Failure {
+    Failure::new(
+        Kind::RangeNotSatisfiable,
+        format!("range not satisfiable: the blob has {size} bytes"),
+    )
+    .with_header("content-range", format!("bytes */{size}"))
+}
+
+/// Options for a plain overwrite of an opaque blob, sized by the request.
+pub fn overwrite_options(expected_size: Option<u64>) -> WriteOptions {
+    WriteOptions {
+        mode: WriteMode::Overwrite,
+        content_type: None,
+        metadata: Vec::new(),
+        expected_size,
+        expected_sha256: None,
+        max_size: crate::config::max_blob_size(),
+        if_match: None,
+    }
+}
+
+/// The declared length of the request body: a 400 when malformed, a 413 when
+/// over the configured limit (refused before a byte is read).
+pub fn declared_length(request: &Request) -> Result<Option<u64>, Failure> {
+    let length = request.content_length().map_err(Failure::bad_request)?;
+    if let (Some(length), Some(max)) = (length, crate::config::max_blob_size()) {
+        if length > max {
+            return Err(Failure::new(
+                Kind::TooLarge,
+                format!("blob of {length} bytes is over the {max}-byte limit"),
+            ));
+        }
+    }
+    Ok(length)
+}
+
+/// Streams the request body into the store and publishes it only if the store
+/// accepts it (size, digest, conditions). Nothing is stored on any failure.
+pub fn write(request: &Request, key: &str, options: &WriteOptions) -> Result<BlobInfo, Failure> {
+    let writer = store::create(key, options)?;
+    match receive_body(request, &writer) {
+        Ok(_) => {}
+        Err(ReceiveError::Client(reason)) => return Err(Failure::bad_request(reason)),
+        Err(ReceiveError::NoStream(e)) => return Err(e.into()),
+        Err(ReceiveError::SinkClosed) => {
+            return Err(Failure::new(
+                Kind::Internal,
+                "the store closed the upload stream early",
+            ))
+        }
+        // The writer recorded why its stream failed; `finish` reports it and
+        // publishes nothing.
+        Err(ReceiveError::Store) => {
+            return Err(match Writer::finish(writer) {
+                Err(e) => e.into(),
+                Ok(_) => Failure::new(Kind::Internal, "store stream failed"),
+            })
+        }
+    }
+    Ok(Writer::finish(writer)?)
+}
+
+/// Removes the blob at `key`; not-found when there was none.
+pub fn delete(key: &str) -> Result<(), Failure> {
+    Ok(store::delete(key)?)
+}

@@ -1,0 +1,78 @@
+//! Read access to an incoming request: method, path, query, headers.
+
+use wasip2::http::types::{IncomingRequest, Method};
+
+/// An incoming request and what is read from it more than once.
+pub struct Request {
+    inner: IncomingRequest,
+    method: String,
+    path_with_query: String,
+}
+
+impl Request {
+    pub fn new(inner: IncomingRequest) -> Request {
+        let method = match inner.method() {
+            Method::Get => "GET".into(),
+            Method::Head => "HEAD".into(),
+            Method::Post => "POST".into(),
+            Method::Put => "PUT".into(),
+            Method::Delete => "DELETE".into(),
+            Method::Connect => "CONNECT".into(),
+            Method::Options => "OPTIONS".into(),
+            Method::Trace => "TRACE".into(),
+            Method::Patch => "PATCH".into(),
+            Method::Other(other) => other,
+        };
+        let path_with_query = inner.path_with_query().unwrap_or_default();
+        Request {
+            inner,
+            method,
+            path_with_query,
+        }
+    }
+
+    /// The method in upper case, as sent.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    pub fn is_head(&self) -> bool {
+        self.method == "HEAD"
+    }
+
+    /// Path and query as sent (still percent-encoded).
+    pub fn path_with_query(&self) -> &str {
+        &self.path_with_query
+    }
+
+    /// The raw query string, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.path_with_query.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The first value of a header, if it is valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let values = self.inner.headers().get(name);
+        values
+            .into_iter()
+            .next()
+            .and_then(|v| String::from_utf8(v).ok())
+    }
+
+    /// The declared body length: none when absent (chunked), an error when malformed.
+    pub fn content_length(&self) -> Result<Option<u64>, String> {
+        match self.header("content-length") {
+            None => Ok(None),
+            Some(value) => value
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("content-length {value:?} is not a number")),
+        }
+    }
+
+    /// The underlying request, for reading its body.
+    pub fn incoming(&self) -> &IncomingRequest {
+        &self.inner
+    }
+}
