@@ -1,6 +1,7 @@
 //! Builds the wasm parts, so that a plain `cargo build` makes everything:
 //!
-//! - the cache component (`component/`), which the host binary embeds;
+//! - the cache component (`component/`), which the host binary embeds, and its
+//!   Spin build (settings from Spin variables too);
 //! - the Azure store component (`adapter/`), plain and with Spin variables;
 //! - the composed components, cache + Azure store in one, whose imports are
 //!   only WASI: `target/wasm/blobcache.wasm` (`wasmtime serve`, any wasi:http
@@ -40,17 +41,22 @@ fn main() {
     let release = nested.join("wasm32-wasip2/release");
 
     ensure_wasm_target();
-    build_wasm(&workspace, &nested, "blobcache-component", &[]);
-    let cache = release.join("blobcache_component.wasm");
-    println!(
-        "cargo:rustc-env=BLOBCACHE_COMPONENT_WASM={}",
-        cache.display()
-    );
-
     let out = target.join("wasm");
     std::fs::create_dir_all(&out).expect("creating target/wasm");
-    let cache_bytes = std::fs::read(&cache).expect("reading the cache component");
     for (features, name) in [(&[][..], "blobcache"), (&["spin"][..], "blobcache-spin")] {
+        // Both builds write the same file: keep each under a name of its own.
+        build_wasm(&workspace, &nested, "blobcache-component", features);
+        let cache_bytes = std::fs::read(release.join("blobcache_component.wasm"))
+            .expect("reading the cache component");
+        let cache = out.join(format!("{name}-cache.wasm"));
+        std::fs::write(&cache, &cache_bytes).expect("writing the cache component");
+        if features.is_empty() {
+            // The component the native host embeds.
+            println!(
+                "cargo:rustc-env=BLOBCACHE_COMPONENT_WASM={}",
+                cache.display()
+            );
+        }
         build_wasm(&workspace, &nested, "blobcache-adapter", features);
         let adapter = std::fs::read(release.join("blobcache_adapter.wasm"))
             .expect("reading the Azure store component");

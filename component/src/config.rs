@@ -1,10 +1,28 @@
 //! Settings the host passes to the component as environment variables
-//! (`wasi:cli/environment`), which every host can provide.
+//! (`wasi:cli/environment`), which every host can provide. The Spin build reads
+//! Spin variables first (the same names in lowercase), so secrets such as the
+//! access tokens can come from Spin's secret providers.
+
+/// A setting: the Spin variable (Spin build), else the environment variable.
+fn setting(name: &str) -> Option<String> {
+    spin_variable(name)
+        .filter(|v| !v.is_empty())
+        .or_else(|| std::env::var(name).ok())
+}
+
+#[cfg(all(feature = "spin", target_arch = "wasm32"))]
+fn spin_variable(name: &str) -> Option<String> {
+    crate::bindings::fermyon::spin::variables::get(&name.to_ascii_lowercase()).ok()
+}
+
+#[cfg(not(all(feature = "spin", target_arch = "wasm32")))]
+fn spin_variable(_name: &str) -> Option<String> {
+    None
+}
 
 /// Largest blob accepted, from `BLOBCACHE_MAX_BLOB_SIZE` (bytes); none means no limit.
 pub fn max_blob_size() -> Option<u64> {
-    std::env::var("BLOBCACHE_MAX_BLOB_SIZE")
-        .ok()?
+    setting("BLOBCACHE_MAX_BLOB_SIZE")?
         .parse()
         .ok()
         .filter(|n| *n > 0)
@@ -21,8 +39,7 @@ pub fn copy_uploads() -> bool {
 /// `BLOBCACHE_BODY_STALL_SECS` (default 60). Hosts without a watchdog of their
 /// own (`wasmtime serve`, Spin) rely on it to free stalled uploads.
 pub fn body_stall_secs() -> u64 {
-    std::env::var("BLOBCACHE_BODY_STALL_SECS")
-        .ok()
+    setting("BLOBCACHE_BODY_STALL_SECS")
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
         .unwrap_or(60)
@@ -31,8 +48,8 @@ pub fn body_stall_secs() -> u64 {
 /// The access tokens, from `BLOBCACHE_TOKENS` (see [`crate::auth`]); none
 /// configured means an open server.
 pub fn tokens() -> Result<crate::auth::Tokens, String> {
-    match std::env::var("BLOBCACHE_TOKENS") {
-        Ok(text) => crate::auth::Tokens::parse(&text),
-        Err(_) => Ok(crate::auth::Tokens::default()),
+    match setting("BLOBCACHE_TOKENS") {
+        Some(text) => crate::auth::Tokens::parse(&text),
+        None => Ok(crate::auth::Tokens::default()),
     }
 }

@@ -25,19 +25,30 @@ pub mod path;
 pub mod protocol;
 pub mod route;
 
+/// Bindings for `world`, with WASI mapped onto the `wasip2` crate's types, so
+/// blob streams and HTTP body streams are one type.
+macro_rules! bindings_for {
+    ($world:literal) => {
+        wit_bindgen::generate!({
+            path: "../wit",
+            world: $world,
+            with: {
+                "wasi:io/streams@0.2.12": wasip2::io::streams,
+                "wasi:io/error@0.2.12": wasip2::io::error,
+                "wasi:io/poll@0.2.12": wasip2::io::poll,
+                "wasi:http/types@0.2.12": wasip2::http::types,
+            },
+            generate_all,
+        });
+    };
+}
+
 #[allow(clippy::all, missing_docs)]
 pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../wit",
-        world: "blobcache:store/cache",
-        with: {
-            "wasi:io/streams@0.2.12": wasip2::io::streams,
-            "wasi:io/error@0.2.12": wasip2::io::error,
-            "wasi:io/poll@0.2.12": wasip2::io::poll,
-            "wasi:http/types@0.2.12": wasip2::http::types,
-        },
-        generate_all,
-    });
+    #[cfg(not(feature = "spin"))]
+    bindings_for!("blobcache:store/cache");
+    #[cfg(feature = "spin")]
+    bindings_for!("blobcache:store/cache-spin");
 }
 
 use bindings::exports::wasi::http::incoming_handler::Guest;
