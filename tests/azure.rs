@@ -2,6 +2,8 @@
 //! every store operation through the library, every protocol through the binary
 //! with `--store azure`, interoperability with Microsoft's SDK, and large blobs.
 
+#[path = "it/support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
 use std::process::Command;

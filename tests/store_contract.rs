@@ -2,6 +2,8 @@
 //! run against the directory store, the memory store and the Azure store (on
 //! Azurite), through the host library.
 
+#[path = "it/support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;

@@ -100,18 +100,22 @@ impl Tokens {
             let access = match access {
                 "read" | "r" | "ro" => Access::Read,
                 "read-write" | "rw" | "write" => Access::ReadWrite,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "token entry {entry} ({name}): access {other:?} is not `read` or `read-write`"
-                )),
+                ))
+                }
             };
             let namespace = match namespace {
                 "*" => None,
                 ns if !ns.is_empty() && ns.chars().all(crate::path::is_key_char) => {
                     Some(ns.to_string())
                 }
-                ns => return Err(format!(
+                ns => {
+                    return Err(format!(
                     "token entry {entry} ({name}): namespace {ns:?} is not `*` or a path segment"
-                )),
+                ))
+                }
             };
             let digest = match secret.strip_prefix("sha256:") {
                 Some(hex) => parse_digest(hex).ok_or_else(|| {

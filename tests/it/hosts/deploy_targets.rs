@@ -4,8 +4,7 @@
 //! every import is one the host provides, and the export is `incoming-handler`.
 //! Also checks `spin.toml` against the build's outputs.
 
-mod support;
-
+use crate::support;
 use std::path::Path;
 
 use wit_parser::Resolve;

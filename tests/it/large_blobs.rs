@@ -1,8 +1,7 @@
 //! A 2 GiB blob through the component, both ways, with bounded host memory.
 
-mod support;
-
-use support::Server;
+use crate::support;
+use crate::support::Server;
 
 const TWO_GIB: u64 = 2 << 30;
 /// Peak resident memory the host may reach while moving the blob.

@@ -1,26 +1,32 @@
-//! The Spin build (`target/wasm/blobcache-spin.wasm`) takes its settings and
-//! secrets from Spin variables. Spin itself cannot be installed here, so this test
-//! is a minimal Spin-like host: wasmtime with WASI, wasi:http and an implementation
-//! of `fermyon:spin/variables@2.0.0` answering from a map, exactly the interface
-//! Spin gives components. The environment holds no settings at all.
-
-mod support;
+//! A minimal Spin-like host: wasmtime with WASI, wasi:http and an
+//! implementation of `fermyon:spin/variables@2.0.0` answering from a map,
+//! exactly the interface Spin gives components, running the Spin build
+//! (`target/wasm/blobcache-spin.wasm`) with a fresh instance per request and an
+//! empty environment, so every setting must come from the variables.
+//!
+//! [`serve`] puts it behind an HTTP/1.1 listener, so the same scenarios run
+//! against it as against every other host.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use wasmtime::component::{Component, ComponentType, Linker, Lower, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
     WasiHttpView,
 };
 
-use support::Azurite;
+use super::Server;
 
 /// `fermyon:spin/variables@2.0.0`'s `error`.
 #[derive(ComponentType, Lower, Clone, Debug)]
@@ -107,7 +113,7 @@ impl WasiHttpView for State {
 }
 
 /// A host like Spin's: one instance per request, variables from `variables`.
-struct SpinLikeHost {
+pub struct SpinLikeHost {
     engine: Engine,
     pre: ProxyPre<State>,
     variables: HashMap<String, String>,
@@ -115,12 +121,12 @@ struct SpinLikeHost {
 }
 
 impl SpinLikeHost {
-    fn new(variables: &[(&str, &str)]) -> SpinLikeHost {
+    pub fn new(variables: &[(&str, &str)]) -> SpinLikeHost {
         SpinLikeHost::with_outbound(variables, None)
     }
 
     /// Like [`SpinLikeHost::new`], allowing outbound requests to `allowed` only.
-    fn with_outbound(variables: &[(&str, &str)], allowed: Option<&str>) -> SpinLikeHost {
+    pub fn with_outbound(variables: &[(&str, &str)], allowed: Option<&str>) -> SpinLikeHost {
         let engine = Engine::default();
         let component = Component::from_file(&engine, env!("BLOBCACHE_SPIN_WASM")).unwrap();
         let mut linker = Linker::<State>::new(&engine);
@@ -160,7 +166,7 @@ impl SpinLikeHost {
     }
 
     /// One request through a fresh instance: status and whole body.
-    async fn send(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    pub async fn send(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
         let state = State {
             table: ResourceTable::new(),
             // No environment: every setting must come from the variables.
@@ -205,62 +211,85 @@ impl SpinLikeHost {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_spin_build_reads_its_settings_and_secrets_from_spin_variables() {
-    let azurite = Azurite::start();
-    azurite.create_container("spin-vars");
-    let connection = azurite.connection_string();
-    let host = SpinLikeHost::new(&[
-        ("azure_storage_connection_string", &connection),
-        ("blobcache_azure_container", "spin-vars"),
-        ("blobcache_azure_prefix", "from-variables/"),
-    ]);
-    let blob = b"an object file".repeat(1000);
-    let path = format!("/cas/{}", support::sha256_hex(&blob));
-    let (status, text) = host.send("PUT", &path, &blob).await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&text));
-    let (status, body) = host.send("GET", &path, b"").await;
-    assert_eq!(status, 200);
-    assert!(body == blob);
-    let (_, status_json) = host.send("GET", "/status", b"").await;
-    let status_text = String::from_utf8_lossy(&status_json);
-    assert!(
-        status_text.contains("spin-vars/from-variables/"),
-        "container and prefix from the variables: {status_text}"
-    );
+impl SpinLikeHost {
+    fn request_store(&self) -> Store<State> {
+        let state = State {
+            table: ResourceTable::new(),
+            // No environment: every setting must come from the variables.
+            wasi: WasiCtx::builder().inherit_stderr().build(),
+            http: WasiHttpCtx::new(),
+            variables: self.variables.clone(),
+            outbound: self.outbound.clone(),
+        };
+        Store::new(&self.engine, state)
+    }
+
+    /// Serves one HTTP request with a fresh instance, streaming both bodies.
+    async fn handle(
+        &self,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> anyhow::Result<hyper::Response<HyperOutgoingBody>> {
+        let mut store = self.request_store();
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let request = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = self.pre.clone();
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, request, out)
+                .await
+        });
+        match receiver.await {
+            Ok(Ok(response)) => {
+                tokio::spawn(task);
+                Ok(response)
+            }
+            Ok(Err(code)) => anyhow::bail!("the component answered with error {code:?}"),
+            Err(_) => anyhow::bail!("the component failed: {:?}", task.await),
+        }
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn without_variables_the_spin_build_names_the_missing_setting() {
-    let host = SpinLikeHost::new(&[]);
-    let (status, text) = host
-        .send("GET", &format!("/cas/{}", "2".repeat(64)), b"")
-        .await;
-    let text = String::from_utf8_lossy(&text);
-    assert_eq!(status, 500, "{text}");
-    assert!(text.contains("AZURE_STORAGE_CONNECTION_STRING"), "{text}");
-}
-
-/// A destination the host denies (on Spin: not in `allowed_outbound_hosts`) is
-/// final: answered at once, naming the likely cause, not retried for seconds.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_denied_destination_is_reported_at_once_not_retried() {
-    let azurite = Azurite::start();
-    let connection = azurite.connection_string();
-    let host = SpinLikeHost::with_outbound(
-        &[("azure_storage_connection_string", &connection)],
-        Some("storage.example:443"),
-    );
-    let started = std::time::Instant::now();
-    let (status, text) = host
-        .send("GET", &format!("/cas/{}", "3".repeat(64)), b"")
-        .await;
-    let text = String::from_utf8_lossy(&text);
-    assert_eq!(status, 500, "{text}");
-    assert!(text.contains("allowed_outbound_hosts"), "{text}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(2),
-        "a denied request was retried: {:?}",
-        started.elapsed()
-    );
+/// The Spin build on a Spin-like host, listening on a free loopback port.
+pub fn serve(variables: &[(&str, &str)]) -> Server {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let host = Arc::new(SpinLikeHost::new(variables));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    runtime.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let host = host.clone();
+            let service = service_fn(move |request| {
+                let host = host.clone();
+                async move {
+                    let response = match host.handle(request).await {
+                        Ok(response) => response,
+                        Err(error) => {
+                            let body = Full::new(Bytes::from(format!("{error:#}\n")))
+                                .map_err(|never| match never {})
+                                .boxed_unsync();
+                            hyper::Response::builder().status(500).body(body).unwrap()
+                        }
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    Server::in_process(addr, runtime)
 }

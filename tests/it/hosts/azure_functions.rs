@@ -3,11 +3,9 @@
 //! `local.settings.json`, the port from `FUNCTIONS_CUSTOMHANDLER_PORT`; readiness
 //! probed on `/`; requests proxied through with the headers the host adds.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{eventually, free_port, repo_root, sha256_hex, Azurite, Body, Server};
+use crate::support::{eventually, free_port, repo_root, sha256_hex, Azurite, Body, Server};
 
 fn template(path: &str) -> serde_json::Value {
     let text =

@@ -2,12 +2,11 @@
 //! hang up mid-upload, many writers and readers racing on one key, and guests that
 //! trap, spin or ask for too much memory.
 
-mod support;
-
+use crate::support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{eventually, sha256_hex, Body, Connection, Server};
+use crate::support::{eventually, sha256_hex, Body, Connection, Server};
 
 /// A server with the dir store (`None`), another store, or `"copy"`: the dir
 /// store with uploads copied through `writer.write`, as with a store component.

@@ -1,0 +1,7 @@
+//! What only one host can show; the protocol scenarios run on every host
+//! through [`crate::targets`].
+
+mod azure_functions;
+mod deploy_targets;
+mod spin_like;
+mod wasmtime_serve;

@@ -1,0 +1,22 @@
+//! blobcache's integration tests: one binary, organised by feature. Each
+//! scenario is written once and run on every target it applies to
+//! ([`targets`]: the native host with each store, the composed component under
+//! `wasmtime serve`, the Spin build on a Spin-like host).
+//!
+//! - [`protocols`]: one file of scenarios per protocol;
+//! - [`access`]: access tokens, and the host's guards;
+//! - [`robustness`], [`large_blobs`]: the native host's limits and streaming;
+//! - [`hosts`]: what only one host shows (faults through `wasmtime serve`, the
+//!   Functions custom handler, the deployment worlds, Spin variables);
+//! - [`support`]: starting servers and peers, speaking raw HTTP/1.1.
+
+#[allow(dead_code)]
+mod support;
+#[macro_use]
+mod targets;
+
+mod access;
+mod hosts;
+mod large_blobs;
+mod protocols;
+mod robustness;

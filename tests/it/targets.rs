@@ -1,0 +1,164 @@
+//! The target matrix: every place the component runs, each started the way a
+//! user starts it, so a scenario is written once and run on each.
+//!
+//! | target | host | store |
+//! |---|---|---|
+//! | `dir` | the `blobcache` binary | directory (the default) |
+//! | `memory` | the `blobcache` binary | process memory |
+//! | `copy_path` | the `blobcache` binary, uploads copied through `writer.write` | directory |
+//! | `azure` | the `blobcache` binary | Azure, on Azurite |
+//! | `wasmtime_serve` | `wasmtime serve`, the composed component | the Azure store component, on Azurite |
+//! | `spin_like` | a Spin-like host, the Spin build, settings as Spin variables | the Azure store component, on Azurite |
+//!
+//! Settings are given as the environment variables the README documents
+//! (`BLOBCACHE_TOKENS`, `BLOBCACHE_MAX_BLOB_SIZE`, ...); each target passes
+//! them its own way (the environment, `wasmtime serve --env`, Spin variables).
+//!
+//! A target whose tool is missing (the wasmtime CLI, Azurite) is skipped with a
+//! message on a developer's machine; in CI (`CI=true`) it fails instead, since
+//! the test command installs every tool.
+
+use std::ops::Deref;
+use std::path::Path;
+
+use crate::support::{self, Azurite, Server};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Dir,
+    Memory,
+    CopyPath,
+    Azure,
+    WasmtimeServe,
+    SpinLike,
+}
+
+impl Target {
+    pub fn from_name(name: &str) -> Target {
+        match name {
+            "dir" => Target::Dir,
+            "memory" => Target::Memory,
+            "copy_path" => Target::CopyPath,
+            "azure" => Target::Azure,
+            "wasmtime_serve" => Target::WasmtimeServe,
+            "spin_like" => Target::SpinLike,
+            other => panic!("no target {other}"),
+        }
+    }
+
+    /// Whether the store is Azure (on Azurite).
+    pub fn is_azure(self) -> bool {
+        matches!(
+            self,
+            Target::Azure | Target::WasmtimeServe | Target::SpinLike
+        )
+    }
+
+    /// Whether the host is the `blobcache` binary (with its own limits and logs).
+    pub fn is_native(self) -> bool {
+        matches!(
+            self,
+            Target::Dir | Target::Memory | Target::CopyPath | Target::Azure
+        )
+    }
+
+    /// Why this target cannot run here, if it cannot.
+    fn missing_tool(self) -> Option<String> {
+        if self.is_azure()
+            && !support::repo_root()
+                .join("node_modules/.bin/azurite-blob")
+                .exists()
+        {
+            return Some("Azurite is not installed (./test.sh installs it)".into());
+        }
+        if self == Target::WasmtimeServe && !support::wasmtime_cli_path().exists() {
+            return Some(format!(
+                "the wasmtime CLI is not at {} (./test.sh installs it)",
+                support::wasmtime_cli_path().display()
+            ));
+        }
+        None
+    }
+}
+
+/// A running target: the server and what it needs (Azurite), stopped on drop.
+pub struct Deployment {
+    pub server: Server,
+    /// Declared after the server, so it stops after it.
+    _azurite: Option<Azurite>,
+}
+
+impl Deref for Deployment {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+/// Container every Azure target stores in.
+pub const CONTAINER: &str = "blobcache";
+
+/// Starts `target` with `settings`; none when its tool is missing (never in CI).
+pub fn deploy(target: Target, settings: &[(&str, &str)]) -> Option<Deployment> {
+    if let Some(missing) = target.missing_tool() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("target {target:?} cannot run in CI: {missing}");
+        }
+        eprintln!("SKIPPED on {target:?}: {missing}");
+        return None;
+    }
+    let azurite = target.is_azure().then(|| {
+        let azurite = Azurite::start();
+        azurite.create_container(CONTAINER);
+        azurite
+    });
+    let connection = azurite.as_ref().map(Azurite::connection_string);
+    let mut env: Vec<(&str, &str)> = settings.to_vec();
+    if let Some(connection) = &connection {
+        env.push(("AZURE_STORAGE_CONNECTION_STRING", connection));
+        env.push(("BLOBCACHE_AZURE_CONTAINER", CONTAINER));
+    }
+    let server = match target {
+        Target::Dir => Server::start_with_env(&[], &env),
+        Target::Memory => Server::start_with_env(&["--store", "memory"], &env),
+        Target::CopyPath => Server::start_with_env(&["--copy-uploads"], &env),
+        Target::Azure => Server::start_with_env(&["--store", "azure"], &env),
+        Target::WasmtimeServe => Server::wasmtime_serve(Path::new(env!("BLOBCACHE_WASM")), &env),
+        Target::SpinLike => {
+            let variables: Vec<(String, &str)> = env
+                .iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), *value))
+                .collect();
+            let variables: Vec<(&str, &str)> =
+                variables.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+            support::spin_like::serve(&variables)
+        }
+    };
+    Some(Deployment {
+        server,
+        _azurite: azurite,
+    })
+}
+
+/// Runs a scenario `fn(Target)` once per listed target, each as a test named
+/// after the target (`<scenario>::<target>`).
+macro_rules! on_targets {
+    ($scenario:ident: $($target:ident),+ $(,)?) => {
+        mod $scenario {
+            $(
+                #[test]
+                fn $target() {
+                    super::$scenario($crate::targets::Target::from_name(stringify!($target)));
+                }
+            )+
+        }
+    };
+}
+
+/// [`on_targets!`] on every target.
+macro_rules! on_every_target {
+    ($scenario:ident) => {
+        on_targets!($scenario: dir, memory, copy_path, azure, wasmtime_serve, spin_like);
+    };
+}
