@@ -2,6 +2,7 @@
 """blobcache against nginx on this machine, in one run; prints ratios to nginx.
 
     python3 bench/run.py [--quick]
+    BLOBCACHE_BIN=/path/to/blobcache python3 bench/run.py   # another build, e.g. a baseline
 
 nginx (Debian's nginx-core, WebDAV PUT) and blobcache (directory store, default
 settings: sha256 verification of CAS uploads, fsync before publish) serve the same
@@ -122,7 +123,7 @@ http {{
 
 
 def start_blobcache(work, extra=()):
-    binary = os.path.join(ROOT, "target", "release", "blobcache")
+    binary = os.environ.get("BLOBCACHE_BIN") or os.path.join(ROOT, "target", "release", "blobcache")
     store = os.path.join(work, f"blobcache-store{len(extra)}")
     proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--store", f"dir:{store}", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -178,8 +179,9 @@ def curl_mbps(args):
 
 def main():
     ensure_tools()
-    say("building blobcache (release)")
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "blobcache"], cwd=ROOT, check=True)
+    if not os.environ.get("BLOBCACHE_BIN"):
+        say("building blobcache (release)")
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "blobcache"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="blobcache-bench-", dir=os.environ.get("BENCH_DIR"))
     nginx, nginx_port, nginx_root = start_nginx(work)
     blob, blob_port = start_blobcache(work)
