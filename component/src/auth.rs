@@ -52,12 +52,30 @@ pub enum Need {
     Write,
 }
 
+impl Need {
+    /// What a method on a blob path needs: writes for PUT and DELETE, reads otherwise.
+    pub fn for_blob_method(method: &str) -> Need {
+        match method {
+            "PUT" | "DELETE" => Need::Write,
+            _ => Need::Read,
+        }
+    }
+}
+
 /// What a request asks to do, and where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scope<'a> {
     pub need: Need,
     /// The namespace the request addresses; none for paths outside any.
     pub namespace: Option<&'a str>,
+}
+
+impl Scope<'_> {
+    /// Open to everyone, tokens or not.
+    pub const OPEN: Scope<'static> = Scope {
+        need: Need::Nothing,
+        namespace: None,
+    };
 }
 
 /// Who is asking, once allowed.

@@ -90,10 +90,7 @@ pub fn parse(segments: &[&str]) -> Option<Result<Key, Failure>> {
 impl Endpoint for Key {
     fn scope(&self, request: &Request) -> Scope<'_> {
         Scope {
-            need: match request.method() {
-                "PUT" | "DELETE" => Need::Write,
-                _ => Need::Read,
-            },
+            need: Need::for_blob_method(request.method()),
             namespace: self.prefix.first().map(String::as_str),
         }
     }

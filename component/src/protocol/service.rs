@@ -2,7 +2,7 @@
 //! Functions probe it), `/healthz` (liveness, without touching the store) and
 //! `/status` (version, protocols, store facts as JSON).
 
-use crate::auth::{Caller, Need, Scope};
+use crate::auth::{Caller, Scope};
 use crate::bindings::blobcache::store::store;
 use crate::error::Failure;
 use crate::http::{Request, Response};
@@ -45,10 +45,7 @@ struct Fixed(&'static str);
 
 impl Endpoint for Fixed {
     fn scope(&self, _: &Request) -> Scope<'_> {
-        Scope {
-            need: Need::Nothing,
-            namespace: None,
-        }
+        Scope::OPEN
     }
 
     fn handle(&self, request: &Request, _: &Caller) -> Result<Response, Failure> {
@@ -66,10 +63,7 @@ struct Status;
 
 impl Endpoint for Status {
     fn scope(&self, _: &Request) -> Scope<'_> {
-        Scope {
-            need: Need::Nothing,
-            namespace: None,
-        }
+        Scope::OPEN
     }
 
     fn handle(&self, request: &Request, caller: &Caller) -> Result<Response, Failure> {

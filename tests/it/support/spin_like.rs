@@ -113,7 +113,7 @@ impl WasiHttpView for State {
 }
 
 /// A host like Spin's: one instance per request, variables from `variables`.
-pub struct SpinLikeHost {
+struct SpinLikeHost {
     engine: Engine,
     pre: ProxyPre<State>,
     variables: HashMap<String, String>,
@@ -121,12 +121,8 @@ pub struct SpinLikeHost {
 }
 
 impl SpinLikeHost {
-    pub fn new(variables: &[(&str, &str)]) -> SpinLikeHost {
-        SpinLikeHost::with_outbound(variables, None)
-    }
-
     /// Like [`SpinLikeHost::new`], allowing outbound requests to `allowed` only.
-    pub fn with_outbound(variables: &[(&str, &str)], allowed: Option<&str>) -> SpinLikeHost {
+    fn with_outbound(variables: &[(&str, &str)], allowed: Option<&str>) -> SpinLikeHost {
         let engine = Engine::default();
         let component = Component::from_file(&engine, env!("BLOBCACHE_SPIN_WASM")).unwrap();
         let mut linker = Linker::<State>::new(&engine);
@@ -163,51 +159,6 @@ impl SpinLikeHost {
                 allowed: allowed.map(str::to_string),
             },
         }
-    }
-
-    /// One request through a fresh instance: status and whole body.
-    pub async fn send(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-        let state = State {
-            table: ResourceTable::new(),
-            // No environment: every setting must come from the variables.
-            wasi: WasiCtx::builder().inherit_stderr().build(),
-            http: WasiHttpCtx::new(),
-            variables: self.variables.clone(),
-            outbound: self.outbound.clone(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(format!("http://blobcache{path}"))
-            .header("content-length", body.len())
-            .body(Full::new(Bytes::copy_from_slice(body)).map_err(
-                |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
-            ))
-            .unwrap();
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let request = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, request)
-            .unwrap();
-        let out = store
-            .data_mut()
-            .http()
-            .new_response_outparam(sender)
-            .unwrap();
-        let pre = self.pre.clone();
-        let task = tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, request, out)
-                .await
-        });
-        let response = receiver.await.unwrap().unwrap();
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        task.await.unwrap().unwrap();
-        (status, body.to_vec())
     }
 }
 
@@ -257,12 +208,17 @@ impl SpinLikeHost {
 
 /// The Spin build on a Spin-like host, listening on a free loopback port.
 pub fn serve(variables: &[(&str, &str)]) -> Server {
+    serve_with_outbound(variables, None)
+}
+
+/// [`serve`], allowing outbound requests to the authority `allowed` only.
+pub fn serve_with_outbound(variables: &[(&str, &str)], allowed: Option<&str>) -> Server {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let host = Arc::new(SpinLikeHost::new(variables));
+    let host = Arc::new(SpinLikeHost::with_outbound(variables, allowed));
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
