@@ -8,7 +8,8 @@
 //! | `copy_path` | the `blobcache` binary, uploads copied through `writer.write` | directory |
 //! | `azure` | the `blobcache` binary | Azure, on Azurite |
 //! | `wasmtime_serve` | `wasmtime serve`, the composed component | the Azure store component, on Azurite |
-//! | `spin_like` | a Spin-like host, the Spin build, settings as Spin variables | the Azure store component, on Azurite |
+//! | `spin` | the real Spin (`spin up` of the repository's `spin.toml`), settings as `SPIN_VARIABLE_*` | the Azure store component, on Azurite |
+//! | `spin_like` | a Spin-like host in the test process, the Spin build, settings as Spin variables | the Azure store component, on Azurite |
 //!
 //! Settings are given as the environment variables the README documents
 //! (`BLOBCACHE_TOKENS`, `BLOBCACHE_MAX_BLOB_SIZE`, ...); each target passes
@@ -16,7 +17,7 @@
 //!
 //! A target whose tool is missing (the wasmtime CLI, Azurite) is skipped with a
 //! message on a developer's machine; in CI (`CI=true`) it fails instead, since
-//! the test command installs every tool.
+//! the test command installs every tool (and Spin comes with `../shared/tools`).
 
 use std::ops::Deref;
 use std::path::Path;
@@ -30,6 +31,7 @@ pub enum Target {
     CopyPath,
     Azure,
     WasmtimeServe,
+    Spin,
     SpinLike,
 }
 
@@ -41,6 +43,7 @@ impl Target {
             "copy_path" => Target::CopyPath,
             "azure" => Target::Azure,
             "wasmtime_serve" => Target::WasmtimeServe,
+            "spin" => Target::Spin,
             "spin_like" => Target::SpinLike,
             other => panic!("no target {other}"),
         }
@@ -50,7 +53,7 @@ impl Target {
     pub fn is_azure(self) -> bool {
         matches!(
             self,
-            Target::Azure | Target::WasmtimeServe | Target::SpinLike
+            Target::Azure | Target::WasmtimeServe | Target::Spin | Target::SpinLike
         )
     }
 
@@ -76,6 +79,11 @@ impl Target {
                 "the wasmtime CLI is not at {} (./test.sh installs it)",
                 support::wasmtime_cli_path().display()
             ));
+        }
+        if self == Target::Spin && support::spin_cli().is_none() {
+            return Some(
+                "Spin was not found (neither `spin` on PATH nor ../shared/tools/spin)".into(),
+            );
         }
         None
     }
@@ -125,6 +133,12 @@ pub fn deploy(target: Target, settings: &[(&str, &str)]) -> Option<Deployment> {
         Target::CopyPath => Server::start_with_env(&["--copy-uploads"], &env),
         Target::Azure => Server::start_with_env(&["--store", "azure"], &env),
         Target::WasmtimeServe => Server::wasmtime_serve(Path::new(env!("BLOBCACHE_WASM")), &env),
+        Target::Spin => {
+            let azurite = azurite.as_ref().unwrap();
+            let outbound = format!("http://127.0.0.1:{}", azurite.port);
+            env.push(("AZURE_OUTBOUND_HOST", &outbound));
+            Server::spin_up(&env)
+        }
         Target::SpinLike => {
             let variables: Vec<(String, &str)> = env
                 .iter()
@@ -159,6 +173,6 @@ macro_rules! on_targets {
 /// [`on_targets!`] on every target.
 macro_rules! on_every_target {
     ($scenario:ident) => {
-        on_targets!($scenario: dir, memory, copy_path, azure, wasmtime_serve, spin_like);
+        on_targets!($scenario: dir, memory, copy_path, azure, wasmtime_serve, spin, spin_like);
     };
 }

@@ -108,13 +108,13 @@ fn spin_toml_serves_the_spin_build_with_azure_settings_from_variables() {
         std::fs::canonicalize(&source).unwrap(),
         std::fs::canonicalize(Path::new(env!("BLOBCACHE_SPIN_WASM"))).unwrap()
     );
+    // The outbound host is a variable (Azurite, sovereign clouds, private
+    // endpoints) whose default is the public cloud.
     let hosts = component["allowed_outbound_hosts"].as_array().unwrap();
-    assert!(
-        hosts
-            .iter()
-            .any(|h| h.as_str().unwrap().contains("blob.core.windows.net")),
-        "{hosts:?}"
-    );
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert_eq!(hosts[0].as_str(), Some("{{ azure_outbound_host }}"));
+    let outbound = &manifest["variables"]["azure_outbound_host"]["default"];
+    assert_eq!(outbound.as_str(), Some("https://*.blob.core.windows.net"));
     // Every setting the store reads is a Spin variable, and the secrets are secret.
     let variables = manifest["variables"].as_table().unwrap();
     let passed = component["variables"].as_table().unwrap();
@@ -126,6 +126,8 @@ fn spin_toml_serves_the_spin_build_with_azure_settings_from_variables() {
         "azure_storage_blob_endpoint",
         "blobcache_azure_container",
         "blobcache_azure_prefix",
+        "blobcache_tokens",
+        "blobcache_max_blob_size",
     ] {
         assert!(
             variables.contains_key(name),
@@ -141,6 +143,7 @@ fn spin_toml_serves_the_spin_build_with_azure_settings_from_variables() {
         "azure_storage_key",
         "azure_storage_sas_token",
         "azure_storage_connection_string",
+        "blobcache_tokens",
     ] {
         assert_eq!(
             variables[secret]["secret"].as_bool(),

