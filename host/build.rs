@@ -87,9 +87,9 @@ fn ensure_wasm_target() {
     }
     match rustup.status() {
         Ok(status) if status.success() => {}
-        Ok(status) => panic!(
-            "`rustup target add wasm32-wasip2` failed ({status}); add the target by hand"
-        ),
+        Ok(status) => {
+            panic!("`rustup target add wasm32-wasip2` failed ({status}); add the target by hand")
+        }
         Err(error) => panic!(
             "the Rust toolchain at {} has no wasm32-wasip2 target and rustup could not be run \
              ({error}); install that target for this toolchain",

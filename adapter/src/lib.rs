@@ -51,8 +51,8 @@ pub mod bindings {
 }
 
 pub use bindings::exports::blobcache::store::types::{
-    Access, BlobInfo, ByteRange, Error, ListEntry, ListPage, StoreStatus, WriteMode, WriteOptions,
-    Writer,
+    Access, BlobInfo, ByteRange, Error, ListEntry, ListPage, StagedBlock, StoreStatus, WriteMode,
+    WriteOptions, Writer,
 };
 
 /// The exported interfaces' implementation.
