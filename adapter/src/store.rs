@@ -3,7 +3,7 @@
 use std::rc::Rc;
 use std::time::SystemTime;
 
-use blobcache_azure::layout::{self, StoredBlob};
+use blobcache_azure::layout;
 use blobcache_azure::ops::Container;
 use blobcache_azure::store::commit::{Commit, Step};
 use blobcache_azure::store::{self as azure_store, OpenPlan, Options, StoreError};
@@ -12,7 +12,7 @@ use wasip2::io::streams::InputStream;
 
 use crate::bindings::exports::blobcache::store::{store, types};
 use crate::config::Settings;
-use crate::transport::{Answer, CallError, Transport};
+use crate::transport::{Answer, Transport};
 use crate::upload::UploadWriter;
 use crate::*;
 
@@ -78,55 +78,11 @@ impl AzureStore {
     }
 }
 
-/// Azure's answers mean the same in the native host: one mapping, in `azure/`.
-impl From<CallError> for Error {
-    fn from(error: CallError) -> Error {
-        StoreError::from(error).into()
-    }
-}
-
-impl From<StoreError> for Error {
-    fn from(error: StoreError) -> Error {
-        match error {
-            StoreError::NotFound => Error::NotFound,
-            StoreError::AlreadyExists => Error::AlreadyExists,
-            StoreError::PreconditionFailed => Error::PreconditionFailed,
-            StoreError::Invalid(why) => Error::Invalid(why),
-            StoreError::TooLarge(why) => Error::TooLarge(why),
-            StoreError::Full(why) => Error::Full(why),
-            StoreError::Unavailable(why) => Error::Unavailable(why),
-            StoreError::Other(why) => Error::Other(why),
-        }
-    }
-}
-
-/// The WIT write options as the `azure` crate's neutral ones.
-pub fn neutral(options: &WriteOptions) -> Options {
-    Options {
-        create_only: matches!(options.mode, WriteMode::CreateOnly),
-        content_type: options.content_type.clone(),
-        metadata: options.metadata.clone(),
-        expected_size: options.expected_size,
-        expected_sha256: options.expected_sha256.clone(),
-        max_size: options.max_size,
-        if_match: options.if_match.clone(),
-    }
-}
-
-pub fn to_info(blob: StoredBlob) -> BlobInfo {
-    BlobInfo {
-        size: blob.size,
-        etag: blob.etag,
-        last_modified: blob.last_modified,
-        content_type: blob.content_type,
-        sha256: blob.sha256,
-        metadata: blob.metadata,
-    }
-}
+blobcache_azure::store_type_conversions!(Error, BlobInfo, WriteOptions, WriteMode, StagedBlock);
 
 /// The blob described by an answer's headers.
 pub fn info(answer: &Answer) -> Result<BlobInfo, Error> {
-    Ok(to_info(azure_store::stored(&answer.headers)?))
+    Ok(blob_info(azure_store::stored(&answer.headers)?))
 }
 
 pub fn check_key(key: &str) -> Result<(), Error> {
@@ -219,7 +175,7 @@ impl store::Guest for Adapter {
             other => other?,
         };
         let (blob, _, _) = azure_store::opened(&answer.headers, range)?;
-        Ok((to_info(blob), stream_of(answer)?))
+        Ok((blob_info(blob), stream_of(answer)?))
     }
 
     fn create(key: String, options: WriteOptions) -> Result<Writer, Error> {
@@ -230,7 +186,7 @@ impl store::Guest for Adapter {
         Ok(Writer::new(UploadWriter::new(
             azure,
             name,
-            neutral(&options),
+            neutral_options(&options),
             ids,
         )))
     }
@@ -264,12 +220,7 @@ impl store::Guest for Adapter {
                 None,
             )
             .and_then(Answer::into_small);
-        let staged = azure_store::staged(answer)?;
-        Ok(staged
-            .blocks()
-            .into_iter()
-            .map(|(id, size)| StagedBlock { id, size })
-            .collect())
+        Ok(staged_blocks(azure_store::staged(answer)?.blocks()))
     }
 
     fn commit_blocks(
@@ -277,19 +228,10 @@ impl store::Guest for Adapter {
         block_ids: Vec<String>,
         options: WriteOptions,
     ) -> Result<BlobInfo, Error> {
-        check_key(&key)?;
-        for id in &block_ids {
-            check_block_id(id)?;
-        }
         let azure = azure()?;
         let container = &azure.container;
-        let mut commit = Commit::new(
-            azure.staging_name(&key),
-            azure.blob_name(&key),
-            block_ids,
-            neutral(&options),
-            now_unix(),
-        );
+        let options = neutral_options(&options);
+        let mut commit = Commit::of_key(&azure.prefix, &key, block_ids, options, now_unix())?;
         let mut step = commit.start();
         loop {
             step = match step {
@@ -317,7 +259,7 @@ impl store::Guest for Adapter {
                         .and_then(hash);
                     commit.read(read)
                 }
-                Step::Done(result) => return Ok(to_info(result?)),
+                Step::Done(result) => return Ok(blob_info(result?)),
             }
         }
     }
@@ -351,7 +293,7 @@ impl store::Guest for Adapter {
                 .into_iter()
                 .map(|(key, blob)| ListEntry {
                     key,
-                    info: to_info(blob),
+                    info: blob_info(blob),
                 })
                 .collect(),
             next_cursor: listed.next_cursor,

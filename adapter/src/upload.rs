@@ -14,12 +14,12 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use blobcache_azure::layout::BlockIds;
-use blobcache_azure::store::{self as azure_store, Finish, Options};
+use blobcache_azure::store::{self as azure_store, Finish, Finished, Options};
 use sha2::{Digest, Sha256};
 use wasip2::io::streams::OutputStream;
 
 use crate::bindings::exports::blobcache::store::types::GuestWriter;
-use crate::store::{now_unix, to_info, AzureStore};
+use crate::store::{blob_info, now_unix, AzureStore};
 use crate::transport::{Failure, Sending};
 use crate::*;
 
@@ -189,16 +189,19 @@ impl Upload {
         while !self.in_flight.is_empty() {
             self.complete_oldest()?;
         }
-        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         // Verified before anything becomes visible.
-        let plan = azure_store::finish(
+        let hasher = std::mem::take(&mut self.hasher);
+        let Finished {
+            plan,
+            sha256,
+            properties,
+        } = azure_store::finish(
             &self.options,
-            self.ids.publishes(),
+            &self.ids,
             self.written,
-            &sha256,
+            hasher,
             self.sent.len(),
         )?;
-        let properties = self.options.properties(Some(&sha256));
         let azure = self.azure.clone();
         let container = &azure.container;
         let mut maybe_applied = false;
@@ -214,7 +217,7 @@ impl Upload {
                 }
                 self.send_last()?;
                 let staged = azure_store::staged_block(self.written, &sha256, now_unix());
-                return Ok(to_info(staged));
+                return Ok(blob_info(staged));
             }
             Finish::PutBlob => {
                 let length = self.buffer.len() as u64;
@@ -235,7 +238,7 @@ impl Upload {
         };
         let written = self.written;
         match published {
-            Ok(answer) => Ok(to_info(azure_store::published(
+            Ok(answer) => Ok(blob_info(azure_store::published(
                 &answer.headers,
                 written,
                 &self.options,
@@ -249,7 +252,7 @@ impl Upload {
                     .call(|now| container.get_properties(&self.blob, now))
                     .ok()
                     .and_then(|answer| azure_store::stored(&answer.headers).ok());
-                Ok(to_info(refused.decide(current, &sha256)?))
+                Ok(blob_info(refused.decide(current, &sha256)?))
             }
         }
     }

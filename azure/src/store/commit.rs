@@ -104,6 +104,28 @@ impl Commit {
         }
     }
 
+    /// A commit of `block_ids` of `key` in a store whose blob names start with
+    /// `prefix`; checks key and ids first.
+    pub fn of_key(
+        prefix: &str,
+        key: &str,
+        block_ids: Vec<String>,
+        options: Options,
+        now_unix: u64,
+    ) -> Result<Commit, StoreError> {
+        blobcache_store_rules::check_key(key).map_err(StoreError::Invalid)?;
+        for id in &block_ids {
+            blobcache_store_rules::check_block_id(id).map_err(StoreError::Invalid)?;
+        }
+        Ok(Commit::new(
+            crate::layout::staging_blob(prefix, key),
+            format!("{prefix}{key}"),
+            block_ids,
+            options,
+            now_unix,
+        ))
+    }
+
     pub fn start(&self) -> Step {
         Step::Send
     }

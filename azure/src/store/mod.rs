@@ -20,6 +20,70 @@ use crate::layout::{self, PublishConflict, Staged, StoredBlob};
 use crate::ops::{Container, WriteProperties};
 use crate::response::{self, AzureError, ErrorKind};
 
+/// The conversions between the neutral types here and one bindgen family of the
+/// `blobcache:store` types (the host's `wasmtime::component::bindgen!` and the
+/// store component's `wit_bindgen::generate!` make different ones), named by the
+/// types in scope where it is invoked: `From<StoreError>` and `From<CallError>`
+/// for the error, `neutral_options`, `blob_info` and `staged_blocks`.
+#[macro_export]
+macro_rules! store_type_conversions {
+    ($Error:ident, $BlobInfo:ident, $WriteOptions:ident, $WriteMode:ident, $StagedBlock:ident) => {
+        impl From<$crate::store::StoreError> for $Error {
+            fn from(error: $crate::store::StoreError) -> $Error {
+                use $crate::store::StoreError as E;
+                match error {
+                    E::NotFound => $Error::NotFound,
+                    E::AlreadyExists => $Error::AlreadyExists,
+                    E::PreconditionFailed => $Error::PreconditionFailed,
+                    E::Invalid(why) => $Error::Invalid(why),
+                    E::TooLarge(why) => $Error::TooLarge(why),
+                    E::Full(why) => $Error::Full(why),
+                    E::Unavailable(why) => $Error::Unavailable(why),
+                    E::Other(why) => $Error::Other(why),
+                }
+            }
+        }
+
+        /// Azure's answers mean the same in every transport: one mapping, in `azure/`.
+        impl From<$crate::store::CallError> for $Error {
+            fn from(error: $crate::store::CallError) -> $Error {
+                $crate::store::StoreError::from(error).into()
+            }
+        }
+
+        /// The WIT write options as the `azure` crate's neutral ones.
+        pub fn neutral_options(options: &$WriteOptions) -> $crate::store::Options {
+            $crate::store::Options {
+                create_only: matches!(options.mode, $WriteMode::CreateOnly),
+                content_type: options.content_type.clone(),
+                metadata: options.metadata.clone(),
+                expected_size: options.expected_size,
+                expected_sha256: options.expected_sha256.clone(),
+                max_size: options.max_size,
+                if_match: options.if_match.clone(),
+            }
+        }
+
+        /// Staged blocks (caller id, size) as the WIT `staged-block`s.
+        pub fn staged_blocks(blocks: Vec<(String, u64)>) -> Vec<$StagedBlock> {
+            let blocks = blocks.into_iter();
+            blocks.map(|(id, size)| $StagedBlock { id, size }).collect()
+        }
+
+        /// A stored blob as the WIT `blob-info`.
+        pub fn blob_info(blob: $crate::layout::StoredBlob) -> $BlobInfo {
+            $BlobInfo {
+                size: blob.size,
+                etag: blob.etag,
+                last_modified: blob.last_modified,
+                content_type: blob.content_type,
+                sha256: blob.sha256,
+                metadata: blob.metadata,
+            }
+        }
+    };
+}
+
 /// The WIT `write-options`, neutral.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -245,27 +309,40 @@ pub enum Finish {
     PutBlockList,
 }
 
-/// Verifies a finished upload of `written` bytes hashing to `sha256` and says how
+/// A writer's plan once every block in flight has landed: how to complete, the
+/// content's sha256, and the properties to publish with.
+pub struct Finished {
+    pub plan: Finish,
+    pub sha256: String,
+    pub properties: WriteProperties,
+}
+
+/// Verifies a finished upload of `written` bytes (hashed by `hasher`) and says how
 /// to complete it; nothing is sent when verification fails.
 pub fn finish(
     options: &Options,
-    publishes: bool,
+    ids: &layout::BlockIds,
     written: u64,
-    sha256: &str,
+    hasher: sha2::Sha256,
     blocks_sent: usize,
-) -> Result<Finish, StoreError> {
-    options.verify(written, Some(sha256))?;
-    if !publishes {
-        if written == 0 {
+) -> Result<Finished, StoreError> {
+    use sha2::Digest as _;
+    let sha256 = hex::encode(hasher.finalize());
+    options.verify(written, Some(&sha256))?;
+    let plan = match (ids.publishes(), blocks_sent) {
+        (false, _) if written == 0 => {
             return Err(StoreError::Invalid(
                 "an empty block cannot be staged".into(),
-            ));
+            ))
         }
-        return Ok(Finish::StageLast);
-    }
-    Ok(match blocks_sent {
-        0 => Finish::PutBlob,
-        _ => Finish::PutBlockList,
+        (false, _) => Finish::StageLast,
+        (true, 0) => Finish::PutBlob,
+        (true, _) => Finish::PutBlockList,
+    };
+    Ok(Finished {
+        plan,
+        properties: options.properties(Some(&sha256)),
+        sha256,
     })
 }
 

@@ -102,20 +102,7 @@ pub fn check_block_id(id: &str) -> Result<()> {
     blobcache_store_rules::check_block_id(id).map_err(Error::Invalid)
 }
 
-impl From<StoreError> for Error {
-    fn from(error: StoreError) -> Error {
-        match error {
-            StoreError::NotFound => Error::NotFound,
-            StoreError::AlreadyExists => Error::AlreadyExists,
-            StoreError::PreconditionFailed => Error::PreconditionFailed,
-            StoreError::Invalid(why) => Error::Invalid(why),
-            StoreError::TooLarge(why) => Error::TooLarge(why),
-            StoreError::Full(why) => Error::Full(why),
-            StoreError::Unavailable(why) => Error::Unavailable(why),
-            StoreError::Other(why) => Error::Other(why),
-        }
-    }
-}
+blobcache_azure::store_type_conversions!(Error, BlobInfo, WriteOptions, WriteMode, StagedBlock);
 
 /// Write options of a staged block: only its size may be checked.
 pub fn block_options(expected_size: Option<u64>) -> WriteOptions {

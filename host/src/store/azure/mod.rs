@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use wasmtime_wasi::p2::DynInputStream;
 
 use super::*;
+use crate::store::{blob_info as info, neutral_options as neutral};
 use download::{Download, ResponseStream};
 use upload::AzureWriter;
 
@@ -74,37 +75,6 @@ struct Inner {
     block_size: usize,
     parallel_blocks: usize,
     retry: RetryPolicy,
-}
-
-/// Azure's answers mean the same in the store component: one mapping, in `azure/`.
-impl From<CallError> for Error {
-    fn from(error: CallError) -> Error {
-        StoreError::from(error).into()
-    }
-}
-
-/// The WIT write options as the `azure` crate's neutral ones.
-fn neutral(options: &WriteOptions) -> Options {
-    Options {
-        create_only: matches!(options.mode, WriteMode::CreateOnly),
-        content_type: options.content_type.clone(),
-        metadata: options.metadata.clone(),
-        expected_size: options.expected_size,
-        expected_sha256: options.expected_sha256.clone(),
-        max_size: options.max_size,
-        if_match: options.if_match.clone(),
-    }
-}
-
-fn info(blob: StoredBlob) -> BlobInfo {
-    BlobInfo {
-        size: blob.size,
-        etag: blob.etag,
-        last_modified: blob.last_modified,
-        content_type: blob.content_type,
-        sha256: blob.sha256,
-        metadata: blob.metadata,
-    }
 }
 
 impl AzureStore {
@@ -400,12 +370,7 @@ impl Backend for AzureStore {
         let (answer, _) = self
             .answer(|now| container.get_uncommitted_blocks(&staging, now))
             .await;
-        let staged = azure_store::staged(answer)?;
-        Ok(staged
-            .blocks()
-            .into_iter()
-            .map(|(id, size)| StagedBlock { id, size })
-            .collect())
+        Ok(staged_blocks(azure_store::staged(answer)?.blocks()))
     }
 
     async fn commit_blocks(
@@ -414,18 +379,9 @@ impl Backend for AzureStore {
         block_ids: Vec<String>,
         options: WriteOptions,
     ) -> Result<BlobInfo> {
-        check_key(key)?;
-        for id in &block_ids {
-            check_block_id(id)?;
-        }
         let container = &self.inner.container;
-        let mut commit = Commit::new(
-            self.staging_name(key),
-            self.blob_name(key),
-            block_ids,
-            neutral(&options),
-            now_unix(),
-        );
+        let options = neutral(&options);
+        let mut commit = Commit::of_key(&self.inner.prefix, key, block_ids, options, now_unix())?;
         let mut step = commit.start();
         loop {
             step = match step {

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use blobcache_azure::layout::BlockIds;
-use blobcache_azure::store::{self as azure_store, Finish, Options};
+use blobcache_azure::store::{self as azure_store, Finish, Finished, Options};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -250,16 +250,20 @@ impl BlobWriter for AzureWriter {
         if let Some(e) = failed(&state) {
             return Err(e);
         }
-        let sha256 = hex::encode(std::mem::take(&mut state.hasher).finalize());
         // Verified before anything becomes visible.
-        let plan = azure_store::finish(
+        let hasher = std::mem::take(&mut state.hasher);
+        let finished = azure_store::finish(
             &self.options,
-            self.ids.publishes(),
+            &self.ids,
             state.written,
-            &sha256,
+            hasher,
             state.sent.len(),
         )?;
-        let properties = self.options.properties(Some(&sha256));
+        let Finished {
+            plan,
+            sha256,
+            properties,
+        } = finished;
         let container = &self.store.inner.container;
         let (published, maybe_applied) = match plan {
             Finish::StageLast => {
