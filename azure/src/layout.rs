@@ -188,6 +188,8 @@ fn parse(azure_id: &str) -> Option<Part> {
 
 /// A staged data part: index, whether it is the last, Azure block id, size.
 type DataPart = (u32, bool, String, u64);
+/// The name parts of one caller id: how many there should be, and (chunk, bytes).
+type NameChunks = (u8, Vec<(u8, Vec<u8>)>);
 
 /// What a staging blob holds, read from its uncommitted blocks.
 pub struct Staged {
@@ -203,7 +205,7 @@ impl Staged {
     /// stagings of one id the newest counts.
     pub fn new(blocks: Vec<ListedBlock>) -> Staged {
         let mut stagings: HashMap<[u8; 16], HashMap<[u8; 8], Vec<DataPart>>> = HashMap::new();
-        let mut chunks: HashMap<[u8; 16], (u8, Vec<(u8, Vec<u8>)>)> = HashMap::new();
+        let mut chunks: HashMap<[u8; 16], NameChunks> = HashMap::new();
         for block in blocks {
             match parse(&block.name) {
                 Some(Part::Data {
@@ -232,7 +234,7 @@ impl Staged {
         let mut complete = HashMap::new();
         for (hash, by_nonce) in stagings {
             let mut nonces: Vec<_> = by_nonce.into_iter().collect();
-            nonces.sort_by(|a, b| b.0.cmp(&a.0));
+            nonces.sort_by_key(|n| std::cmp::Reverse(n.0));
             for (_, mut parts) in nonces {
                 parts.sort();
                 let contiguous = parts.iter().enumerate().all(|(i, part)| part.0 == i as u32);
