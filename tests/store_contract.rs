@@ -2,8 +2,11 @@
 //! here, and [`contract!`] runs every one of them against every store as its own
 //! test, so a failure names both (`dir::create_only`, `azure::list_blocks`, ...).
 //! Stores: the directory store, the memory store and the Azure store (on
-//! Azurite), through the host library.
+//! Azurite) through the host library, and the Azure store component (`adapter/`,
+//! on Azurite) through wasmtime with outgoing wasi:http.
 
+#[path = "support/store_component.rs"]
+mod store_component;
 mod support;
 
 use std::any::Any;
@@ -61,12 +64,31 @@ async fn azure_store() -> Target {
     }
 }
 
+async fn component_store() -> Target {
+    let azurite = Azurite::start();
+    azurite.create_container("contract");
+    let connection = azurite.connection_string();
+    let store = store_component::ComponentStore::new(&[
+        ("AZURE_STORAGE_CONNECTION_STRING", connection.as_str()),
+        ("BLOBCACHE_AZURE_CONTAINER", "contract"),
+        ("BLOBCACHE_AZURE_PREFIX", "p/"),
+        // Small blocks, so the 200 kB blobs span several Put Blocks.
+        ("BLOBCACHE_AZURE_BLOCK_SIZE", "65536"),
+    ])
+    .await;
+    Target {
+        store: Arc::new(store),
+        _keep: Box::new(azurite),
+    }
+}
+
 /// One test per (store, operation): `store::operation`.
 macro_rules! contract {
     ($($op:ident),* $(,)?) => {
         contract!(@store dir, dir_store, $($op),*);
         contract!(@store memory, memory_store, $($op),*);
         contract!(@store azure, azure_store, $($op),*);
+        contract!(@store component, component_store, $($op),*);
     };
     (@store $store:ident, $make:ident, $($op:ident),*) => {
         mod $store {
