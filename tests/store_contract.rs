@@ -369,7 +369,8 @@ async fn commit_blocks_digest(store: &dyn Backend) {
     let head = store.head("c/digest").await.unwrap();
     assert_eq!(head.sha256, Some(sha256_hex(&whole)));
     assert_eq!(head.metadata, vec![("origin".into(), "contract".into())]);
-    // Create-only holds for commits too.
+    // Create-only and if-match hold for commits too, and their refusals leave
+    // the blocks staged.
     stage(store, "c/digest", "a", b"x").await.unwrap();
     let mut create_only = options();
     create_only.mode = WriteMode::CreateOnly;
@@ -377,7 +378,23 @@ async fn commit_blocks_digest(store: &dyn Backend) {
         .commit_blocks("c/digest", vec!["a".into()], create_only)
         .await;
     assert!(matches!(refused, Err(Error::AlreadyExists)), "{refused:?}");
+    let mut stale = options();
+    stale.if_match = Some("\"stale\"".into());
+    let refused = store
+        .commit_blocks("c/digest", vec!["a".into()], stale)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::PreconditionFailed)),
+        "{refused:?}"
+    );
     assert_eq!(get(store, "c/digest", None).await.unwrap(), whole);
+    let mut current = options();
+    current.if_match = Some(head.etag);
+    store
+        .commit_blocks("c/digest", vec!["a".into()], current)
+        .await
+        .unwrap();
+    assert_eq!(get(store, "c/digest", None).await.unwrap(), b"x");
 }
 
 /// Re-staging an id replaces it: leftovers of a longer staging, or parts of a

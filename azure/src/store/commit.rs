@@ -8,6 +8,9 @@
 //! visible; so blocks are staged on the key's staging blob
 //! ([`crate::layout::staging_blob`]), and a commit
 //!
+//! 0. with `create-only` or `if-match`, checks the key first (Get Blob Properties),
+//!    so the common refusal (BuildKit's layer already exists) costs one request
+//!    and leaves the blocks staged; the copy's own condition still decides races;
 //! 1. reads that blob's block list (Get Block List) and checks ids and sizes;
 //! 2. commits the listed blocks there (Put Block List: no bytes move);
 //! 3. only when a sha256 is expected, reads it once, hashing (the one transfer of
@@ -48,6 +51,7 @@ pub enum Step {
 }
 
 enum State {
+    Precheck,
     ListBlocks,
     CommitStaging {
         ids: Vec<String>,
@@ -98,9 +102,12 @@ impl Commit {
             staging,
             target,
             block_ids,
-            options,
             now_unix,
-            state: State::ListBlocks,
+            state: match options.create_only || options.if_match.is_some() {
+                true => State::Precheck,
+                false => State::ListBlocks,
+            },
+            options,
         }
     }
 
@@ -133,6 +140,7 @@ impl Commit {
     /// The request of the current step, signed at `now` (built per attempt).
     pub fn operation(&self, container: &Container, now: SystemTime) -> Operation {
         match &self.state {
+            State::Precheck => container.get_properties(&self.target, now),
             State::ListBlocks => container.get_uncommitted_blocks(&self.staging, now),
             State::CommitStaging { ids, .. } => {
                 let properties = Options {
@@ -164,6 +172,25 @@ impl Commit {
     pub fn answered(&mut self, answer: Result<Answer, CallError>, maybe_applied: bool) -> Step {
         let state = std::mem::replace(&mut self.state, State::Done);
         match (state, answer) {
+            (State::Precheck, answer) => {
+                let current = match answer {
+                    Ok(answer) => Some(header(&answer.headers, "etag")),
+                    Err(e) if e.is(crate::response::ErrorKind::NotFound) => None,
+                    Err(e) => return self.finish(Err(e.into())),
+                };
+                let refused = match (&current, &self.options.if_match) {
+                    (Some(_), _) if self.options.create_only => Some(StoreError::AlreadyExists),
+                    (None, Some(_)) => Some(StoreError::PreconditionFailed),
+                    (Some(etag), Some(expected)) if etag != expected => {
+                        Some(StoreError::PreconditionFailed)
+                    }
+                    _ => None,
+                };
+                match refused {
+                    Some(e) => self.finish(Err(e)),
+                    None => self.go(State::ListBlocks),
+                }
+            }
             (State::ListBlocks, answer) => {
                 let planned = super::staged(answer).and_then(|staged| {
                     let (ids, size) = staged
@@ -377,6 +404,9 @@ mod tests {
             expected_size: Some(7),
             ..Options::default()
         });
+        let op = commit.operation(&container(), SystemTime::now());
+        assert_eq!(op.request.method(), http::Method::HEAD);
+        assert!(matches!(commit.answered(Err(missing()), false), Step::Send));
         commit.answered(Ok(listed()), false);
         commit.answered(Ok(etag("\"s1\"")), false);
         assert!(matches!(commit.read(Ok((sha256.clone(), 7))), Step::Send));
@@ -398,6 +428,49 @@ mod tests {
             panic!()
         };
         assert_eq!((blob.size, blob.etag.as_str()), (7, "\"k1\""));
+    }
+
+    fn missing() -> CallError {
+        CallError::Service(crate::response::AzureError {
+            status: 404,
+            code: "BlobNotFound".into(),
+            message: String::new(),
+        })
+    }
+
+    #[test]
+    fn conditions_are_checked_before_the_blocks_are_touched() {
+        let mut exists = commit(Options {
+            create_only: true,
+            ..Options::default()
+        });
+        let Step::Done(Err(StoreError::AlreadyExists)) = exists.answered(Ok(etag("\"k\"")), false)
+        else {
+            panic!()
+        };
+        let if_match = |expected: &str| {
+            commit(Options {
+                if_match: Some(expected.into()),
+                ..Options::default()
+            })
+        };
+        let Step::Done(Err(StoreError::PreconditionFailed)) =
+            if_match("\"old\"").answered(Ok(etag("\"k\"")), false)
+        else {
+            panic!()
+        };
+        let Step::Done(Err(StoreError::PreconditionFailed)) =
+            if_match("\"k\"").answered(Err(missing()), false)
+        else {
+            panic!()
+        };
+        let mut current = if_match("\"k\"");
+        assert!(matches!(
+            current.answered(Ok(etag("\"k\"")), false),
+            Step::Send
+        ));
+        let op = current.operation(&container(), SystemTime::now());
+        assert!(op.request.uri().query().unwrap().contains("blocklist"));
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub enum CallError {
 }
 
 impl CallError {
-    fn is(&self, kind: ErrorKind) -> bool {
+    pub(crate) fn is(&self, kind: ErrorKind) -> bool {
         matches!(self, CallError::Service(e) if e.kind() == kind)
     }
 }
