@@ -2,6 +2,8 @@
 //! every store operation through the library, every protocol through the binary
 //! with `--store azure`, interoperability with Microsoft's SDK, and large blobs.
 
+#[path = "support/store_component.rs"]
+mod store_component;
 mod support;
 
 use std::process::Command;
@@ -283,6 +285,58 @@ async fn staged_blocks_wait_on_a_staging_blob_and_commits_clean_up() {
     let page = store.list("", None, 100).await.unwrap();
     let keys: Vec<String> = page.entries.into_iter().map(|e| e.key).collect();
     assert_eq!(keys, vec!["a/staged".to_string()]);
+}
+
+/// The host's Azure store and the store component lay data out the same way (one
+/// `azure` crate decides for both): blocks staged by either are listed and
+/// committed by the other, with the caller's own ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_store_component_share_staged_blocks() {
+    let azurite = Azurite::start();
+    let host = library_store(&azurite, "mixed/").await;
+    let connection = azurite.connection_string();
+    let component = store_component::ComponentStore::new(&[
+        ("AZURE_STORAGE_CONNECTION_STRING", connection.as_str()),
+        ("BLOBCACHE_AZURE_CONTAINER", CONTAINER),
+        ("BLOBCACHE_AZURE_PREFIX", "mixed/"),
+        ("BLOBCACHE_AZURE_BLOCK_SIZE", "65536"),
+    ])
+    .await;
+    let go_sdk_id = format!("{}==", "Zm9v+/ba".repeat(10) + "xyzw00");
+    assert_eq!(go_sdk_id.len(), 88);
+    let big: Vec<u8> = (0..150_000u32).map(|i| (i % 11) as u8).collect();
+    stage(&host, "layer", &go_sdk_id, &big).await;
+    let mut writer = component
+        .stage_block("layer", "second", Some(4))
+        .await
+        .unwrap();
+    let mut stream = writer.body().unwrap();
+    stream.write(Bytes::from_static(b"tail")).unwrap();
+    drop(stream);
+    writer.finish().await.unwrap();
+
+    let listed: Vec<(String, u64)> = component
+        .list_blocks("layer")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.id, b.size))
+        .collect();
+    let mut expected = vec![(go_sdk_id.clone(), 150_000), ("second".to_string(), 4)];
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    let mut whole = big.clone();
+    whole.extend_from_slice(b"tail");
+    let mut verified = options(WriteMode::CreateOnly);
+    verified.expected_sha256 = Some(sha256_hex(&whole));
+    host.commit_blocks("layer", vec![go_sdk_id, "second".into()], verified)
+        .await
+        .unwrap();
+    let (info, mut stream) = component.open("layer", None).await.unwrap();
+    assert_eq!(info.sha256, Some(sha256_hex(&whole)));
+    assert_eq!(read_all(&mut stream).await, whole);
+    assert!(host.list_blocks("layer").await.unwrap().is_empty());
 }
 
 /// GET of a URL with a plain HTTP/1.1 client: (status, body).
