@@ -78,7 +78,15 @@ impl AzureStore {
     }
 }
 
-blobcache_azure::store_type_conversions!(Error, BlobInfo, WriteOptions, WriteMode, StagedBlock);
+blobcache_azure::store_type_conversions!(
+    Error,
+    BlobInfo,
+    WriteOptions,
+    WriteMode,
+    StagedBlock,
+    ListPage,
+    ListEntry
+);
 
 /// The blob described by an answer's headers.
 pub fn info(answer: &Answer) -> Result<BlobInfo, Error> {
@@ -286,18 +294,7 @@ impl store::Guest for Adapter {
                 .list_blobs(&full_prefix, cursor.as_deref(), limit, true, now)
         })?;
         let xml = answer.into_bytes().map_err(Error::Unavailable)?;
-        let listed = azure_store::list_page(&azure.prefix, &xml)?;
-        Ok(ListPage {
-            entries: listed
-                .entries
-                .into_iter()
-                .map(|(key, blob)| ListEntry {
-                    key,
-                    info: blob_info(blob),
-                })
-                .collect(),
-            next_cursor: listed.next_cursor,
-        })
+        Ok(list_page(azure_store::list_page(&azure.prefix, &xml)?))
     }
 
     fn presign(key: String, access: Access, ttl_seconds: u32) -> Result<Option<String>, Error> {

@@ -24,10 +24,18 @@ use crate::response::{self, AzureError, ErrorKind};
 /// `blobcache:store` types (the host's `wasmtime::component::bindgen!` and the
 /// store component's `wit_bindgen::generate!` make different ones), named by the
 /// types in scope where it is invoked: `From<StoreError>` and `From<CallError>`
-/// for the error, `neutral_options`, `blob_info` and `staged_blocks`.
+/// for the error, `neutral_options`, `blob_info`, `staged_blocks` and `list_page`.
 #[macro_export]
 macro_rules! store_type_conversions {
-    ($Error:ident, $BlobInfo:ident, $WriteOptions:ident, $WriteMode:ident, $StagedBlock:ident) => {
+    (
+        $Error:ident,
+        $BlobInfo:ident,
+        $WriteOptions:ident,
+        $WriteMode:ident,
+        $StagedBlock:ident,
+        $ListPage:ident,
+        $ListEntry:ident
+    ) => {
         impl From<$crate::store::StoreError> for $Error {
             fn from(error: $crate::store::StoreError) -> $Error {
                 use $crate::store::StoreError as E;
@@ -68,6 +76,20 @@ macro_rules! store_type_conversions {
         pub fn staged_blocks(blocks: Vec<(String, u64)>) -> Vec<$StagedBlock> {
             let blocks = blocks.into_iter();
             blocks.map(|(id, size)| $StagedBlock { id, size }).collect()
+        }
+
+        /// A page of listed blobs as the WIT `list-page`.
+        pub fn list_page(listed: $crate::store::Listed) -> $ListPage {
+            let entries = listed.entries.into_iter();
+            $ListPage {
+                entries: entries
+                    .map(|(key, blob)| $ListEntry {
+                        key,
+                        info: blob_info(blob),
+                    })
+                    .collect(),
+                next_cursor: listed.next_cursor,
+            }
         }
 
         /// A stored blob as the WIT `blob-info`.

@@ -102,7 +102,15 @@ pub fn check_block_id(id: &str) -> Result<()> {
     blobcache_store_rules::check_block_id(id).map_err(Error::Invalid)
 }
 
-blobcache_azure::store_type_conversions!(Error, BlobInfo, WriteOptions, WriteMode, StagedBlock);
+blobcache_azure::store_type_conversions!(
+    Error,
+    BlobInfo,
+    WriteOptions,
+    WriteMode,
+    StagedBlock,
+    ListPage,
+    ListEntry
+);
 
 /// Write options of a staged block: only its size may be checked.
 pub fn block_options(expected_size: Option<u64>) -> WriteOptions {

@@ -424,17 +424,7 @@ impl Backend for AzureStore {
             })
             .await;
         let listed = azure_store::list_page(&self.inner.prefix, &answer?.body)?;
-        Ok(ListPage {
-            entries: listed
-                .entries
-                .into_iter()
-                .map(|(key, blob)| ListEntry {
-                    key,
-                    info: info(blob),
-                })
-                .collect(),
-            next_cursor: listed.next_cursor,
-        })
+        Ok(crate::store::list_page(listed))
     }
 
     async fn presign(&self, key: &str, access: Access, ttl_seconds: u32) -> Result<Option<String>> {
