@@ -474,6 +474,46 @@ mod tests {
     }
 
     #[test]
+    fn large_commits_copy_asynchronously_and_wait_for_the_copy() {
+        let big = BlockIds::staged("a", 1, [0, 0]);
+        let small = BlockIds::staged("b", 1, [0, 0]);
+        let mut commit = commit(Options::default());
+        let listed = block_list(&[(&big, MAX_SYNC_COPY), (&small, 1)]);
+        assert!(matches!(commit.answered(Ok(listed), false), Step::Send));
+        assert!(matches!(
+            commit.answered(Ok(etag("\"s\"")), false),
+            Step::Send
+        ));
+        let copy = commit.operation(&container(), SystemTime::now());
+        assert!(copy.request.headers().get("x-ms-requires-sync").is_none());
+        let status = |value: &str| {
+            let mut answer = etag("\"k\"");
+            answer
+                .headers
+                .insert("x-ms-copy-status", value.parse().unwrap());
+            answer
+        };
+        assert!(matches!(
+            commit.answered(Ok(status("pending")), false),
+            Step::Wait(_)
+        ));
+        let poll = commit.operation(&container(), SystemTime::now());
+        assert_eq!(poll.request.method(), http::Method::HEAD);
+        assert!(matches!(
+            commit.answered(Ok(status("pending")), false),
+            Step::Wait(_)
+        ));
+        assert!(matches!(
+            commit.answered(Ok(status("success")), false),
+            Step::Send
+        ));
+        let Step::Done(Ok(blob)) = commit.answered(Ok(Answer::default()), false) else {
+            panic!()
+        };
+        assert_eq!(blob.size, MAX_SYNC_COPY + 1);
+    }
+
+    #[test]
     fn sizes_and_missing_blocks_fail_before_any_write() {
         let mut wrong_size = commit(Options {
             expected_size: Some(8),
