@@ -4,8 +4,10 @@
 //! `wasmtime serve`, on Spin, or on any other wasi:http host.
 //!
 //! It is built on the same `azure` crate as the native host's Azure store: the
-//! same signed requests, retry policy and block layout, so either can commit
-//! what the other staged.
+//! same signed requests, block layout and store decisions (`azure::store`: error
+//! mapping, retry machine, writer finish plans, the commit machine, conflict
+//! settlement), so either can commit what the other staged, and this crate keeps
+//! only the wasi:http transport and its streams.
 //!
 //! - [`config`]: settings from environment variables (and Spin variables);
 //! - [`transport`]: requests over outgoing wasi:http with timeouts and retries;
@@ -51,8 +53,8 @@ pub mod bindings {
 }
 
 pub use bindings::exports::blobcache::store::types::{
-    Access, BlobInfo, ByteRange, Error, ListEntry, ListPage, StoreStatus, WriteMode, WriteOptions,
-    Writer,
+    Access, BlobInfo, ByteRange, Error, ListEntry, ListPage, StagedBlock, StoreStatus, WriteMode,
+    WriteOptions, Writer,
 };
 
 /// The exported interfaces' implementation.

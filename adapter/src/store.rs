@@ -3,14 +3,16 @@
 use std::rc::Rc;
 use std::time::SystemTime;
 
-use blobcache_azure::layout::{self, StoredBlob};
+use blobcache_azure::layout;
 use blobcache_azure::ops::Container;
-use blobcache_azure::response::{self, ErrorKind};
+use blobcache_azure::store::commit::{Commit, Step};
+use blobcache_azure::store::{self as azure_store, OpenPlan, Options, StoreError};
+use sha2::{Digest, Sha256};
 use wasip2::io::streams::InputStream;
 
 use crate::bindings::exports::blobcache::store::{store, types};
 use crate::config::Settings;
-use crate::transport::{Answer, CallError, Transport};
+use crate::transport::{Answer, Transport};
 use crate::upload::UploadWriter;
 use crate::*;
 
@@ -56,6 +58,10 @@ impl AzureStore {
         format!("{}{key}", self.prefix)
     }
 
+    pub fn staging_name(&self, key: &str) -> String {
+        layout::staging_blob(&self.prefix, key)
+    }
+
     pub fn call(
         &self,
         build: impl Fn(SystemTime) -> blobcache_azure::Operation,
@@ -72,49 +78,27 @@ impl AzureStore {
     }
 }
 
-impl From<CallError> for Error {
-    fn from(error: CallError) -> Error {
-        match error {
-            CallError::Unreachable(why) => Error::Unavailable(format!("Azure unreachable: {why}")),
-            CallError::Refused(why) => Error::Other(format!(
-                "the host refused the request to Azure ({why}); on Spin, check allowed_outbound_hosts"
-            )),
-            CallError::Service(e) => match e.kind() {
-                ErrorKind::NotFound => Error::NotFound,
-                ErrorKind::AlreadyExists => Error::AlreadyExists,
-                ErrorKind::PreconditionFailed => Error::PreconditionFailed,
-                ErrorKind::TooLarge => Error::TooLarge(e.to_string()),
-                ErrorKind::Transient => Error::Unavailable(e.to_string()),
-                ErrorKind::Authentication => {
-                    Error::Other(format!("Azure authentication failed: {e}"))
-                }
-                ErrorKind::Invalid | ErrorKind::Other => Error::Other(e.to_string()),
-            },
-        }
-    }
-}
+blobcache_azure::store_type_conversions!(
+    Error,
+    BlobInfo,
+    WriteOptions,
+    WriteMode,
+    StagedBlock,
+    ListPage,
+    ListEntry
+);
 
 /// The blob described by an answer's headers.
 pub fn info(answer: &Answer) -> Result<BlobInfo, Error> {
-    let properties =
-        response::properties(&answer.headers).map_err(|e| Error::Other(e.to_string()))?;
-    let blob = StoredBlob::from(properties);
-    Ok(BlobInfo {
-        size: blob.size,
-        etag: blob.etag,
-        last_modified: blob.last_modified,
-        content_type: blob.content_type,
-        sha256: blob.sha256,
-        metadata: blob.metadata,
-    })
+    Ok(blob_info(azure_store::stored(&answer.headers)?))
 }
 
 pub fn check_key(key: &str) -> Result<(), Error> {
-    layout::check_key(key).map_err(Error::Invalid)
+    blobcache_store_rules::check_key(key).map_err(Error::Invalid)
 }
 
 pub fn check_block_id(id: &str) -> Result<(), Error> {
-    layout::check_block_id(id).map_err(Error::Invalid)
+    blobcache_store_rules::check_block_id(id).map_err(Error::Invalid)
 }
 
 pub fn now_unix() -> u64 {
@@ -122,6 +106,26 @@ pub fn now_unix() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Streams a blob through sha256: its digest and length.
+fn hash(answer: Answer) -> Result<(String, u64), StoreError> {
+    let stream = answer.into_stream().map_err(StoreError::Other)?;
+    let mut hasher = Sha256::new();
+    let mut read = 0u64;
+    loop {
+        match stream.blocking_read(256 << 10) {
+            Ok(chunk) => {
+                hasher.update(&chunk);
+                read += chunk.len() as u64;
+            }
+            Err(wasip2::io::streams::StreamError::Closed) => break,
+            Err(wasip2::io::streams::StreamError::LastOperationFailed(e)) => {
+                return Err(StoreError::Unavailable(e.to_debug_string()))
+            }
+        }
+    }
+    Ok((hex::encode(hasher.finalize()), read))
 }
 
 fn stream_of(answer: Answer) -> Result<InputStream, Error> {
@@ -161,31 +165,25 @@ impl store::Guest for Adapter {
         check_key(&key)?;
         let azure = azure()?;
         let name = azure.blob_name(&key);
-        let resolve = |size| match range {
-            Some(r) => layout::resolve_range(r.offset, r.length, size).map_err(Error::Invalid),
-            None => Ok((0, size)),
-        };
-        // Azure has no empty range, and answers 416 for reads at the end: both
-        // are empty reads, served by the (empty) body of a HEAD.
+        let range = range.map(|r| (r.offset, r.length));
+        // Empty reads are served by the (empty) body of a HEAD.
         let empty = || {
             let (info, answer) = azure.head_blob(&name)?;
-            resolve(info.size)?;
+            azure_store::resolve(range, info.size)?;
             Ok((info, stream_of(answer)?))
         };
-        if range.is_some_and(|r| r.length == Some(0)) {
+        let OpenPlan::Get(range) = azure_store::open_plan(range) else {
             return empty();
-        }
-        let azure_range = range.map(|r| (r.offset, r.length));
+        };
         let answer = match azure.transport.call(
-            |now| azure.container.get_blob(&name, azure_range, None, now),
+            |now| azure.container.get_blob(&name, range, None, now),
             None,
         ) {
-            Err(CallError::Service(e)) if e.status == 416 => return empty(),
+            Err(e) if azure_store::read_is_empty(&e) => return empty(),
             other => other?,
         };
-        let info = info(&answer)?;
-        resolve(info.size)?;
-        Ok((info, stream_of(answer)?))
+        let (blob, _, _) = azure_store::opened(&answer.headers, range)?;
+        Ok((blob_info(blob), stream_of(answer)?))
     }
 
     fn create(key: String, options: WriteOptions) -> Result<Writer, Error> {
@@ -193,7 +191,12 @@ impl store::Guest for Adapter {
         let azure = azure()?;
         let name = azure.blob_name(&key);
         let ids = layout::BlockIds::upload(crate::transport::random_bytes());
-        Ok(Writer::new(UploadWriter::new(azure, name, options, ids)))
+        Ok(Writer::new(UploadWriter::new(
+            azure,
+            name,
+            neutral_options(&options),
+            ids,
+        )))
     }
 
     fn stage_block(
@@ -204,22 +207,28 @@ impl store::Guest for Adapter {
         check_key(&key)?;
         check_block_id(&block_id)?;
         let azure = azure()?;
-        let name = azure.blob_name(&key);
+        let name = azure.staging_name(&key);
         let millis = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let ids = layout::BlockIds::staged(&block_id, millis, crate::transport::random_bytes());
-        let options = WriteOptions {
-            mode: WriteMode::Overwrite,
-            content_type: None,
-            metadata: Vec::new(),
-            expected_size,
-            expected_sha256: None,
-            max_size: None,
-            if_match: None,
-        };
+        let options = Options::block(expected_size);
         Ok(Writer::new(UploadWriter::new(azure, name, options, ids)))
+    }
+
+    fn list_blocks(key: String) -> Result<Vec<StagedBlock>, Error> {
+        check_key(&key)?;
+        let azure = azure()?;
+        let staging = azure.staging_name(&key);
+        let answer = azure
+            .transport
+            .call(
+                |now| azure.container.get_uncommitted_blocks(&staging, now),
+                None,
+            )
+            .and_then(Answer::into_small);
+        Ok(staged_blocks(azure_store::staged(answer)?.blocks()))
     }
 
     fn commit_blocks(
@@ -227,68 +236,53 @@ impl store::Guest for Adapter {
         block_ids: Vec<String>,
         options: WriteOptions,
     ) -> Result<BlobInfo, Error> {
-        check_key(&key)?;
-        for id in &block_ids {
-            check_block_id(id)?;
-        }
-        if options.expected_sha256.is_some() {
-            // Azure cannot read uncommitted blocks back, and the blocks were hashed
-            // by separate requests: there is nothing to check a digest against.
-            return Err(Error::Invalid(
-                "the azure store cannot verify a sha256 over blocks staged by separate requests"
-                    .into(),
-            ));
-        }
         let azure = azure()?;
-        let name = azure.blob_name(&key);
         let container = &azure.container;
-        let staged = match azure
-            .transport
-            .call(|now| container.get_uncommitted_blocks(&name, now), None)
-        {
-            Ok(answer) => {
-                let xml = answer.into_bytes().map_err(Error::Unavailable)?;
-                response::uncommitted_blocks(&xml).map_err(|e| Error::Other(e.to_string()))?
+        let options = neutral_options(&options);
+        let mut commit = Commit::of_key(&azure.prefix, &key, block_ids, options, now_unix())?;
+        let mut step = commit.start();
+        loop {
+            step = match step {
+                Step::Send => {
+                    let mut maybe_applied = false;
+                    let answer = azure
+                        .transport
+                        .call_noting_retries(
+                            |now| commit.operation(container, now),
+                            None,
+                            &mut maybe_applied,
+                        )
+                        .and_then(Answer::into_small);
+                    commit.answered(answer, maybe_applied)
+                }
+                Step::Wait(delay) => {
+                    crate::transport::sleep(delay);
+                    Step::Send
+                }
+                Step::Read => {
+                    let read = azure
+                        .transport
+                        .call(|now| commit.operation(container, now), None)
+                        .map_err(StoreError::from)
+                        .and_then(hash);
+                    commit.read(read)
+                }
+                Step::Done(result) => return Ok(blob_info(result?)),
             }
-            // Nothing at all under this key: nothing was staged.
-            Err(CallError::Service(e)) if e.kind() == ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let (azure_ids, size) = layout::assemble(staged, &block_ids).map_err(Error::Invalid)?;
-        if let Some(max) = options.max_size.filter(|max| size > *max) {
-            return Err(Error::TooLarge(format!(
-                "blob is over the {max}-byte limit"
-            )));
         }
-        crate::upload::verify(&options, size, None)?;
-        let properties = crate::upload::write_properties(&options, None);
-        let answer =
-            azure.call(|now| container.put_block_list(&name, &azure_ids, &properties, now))?;
-        Ok(BlobInfo {
-            size,
-            etag: header_text(&answer.headers, "etag"),
-            last_modified: now_unix(),
-            content_type: options.content_type.clone(),
-            sha256: None,
-            metadata: options.metadata.clone(),
-        })
     }
 
     fn delete(key: String) -> Result<(), Error> {
         check_key(&key)?;
         let azure = azure()?;
         let name = azure.blob_name(&key);
-        let mut retried = false;
-        match azure.transport.call_noting_retries(
+        let mut maybe_applied = false;
+        let answer = azure.transport.call_noting_retries(
             |now| azure.container.delete_blob(&name, now),
             None,
-            &mut retried,
-        ) {
-            Ok(_) => Ok(()),
-            // An earlier attempt deleted it, and its answer was lost.
-            Err(CallError::Service(e)) if retried && e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+            &mut maybe_applied,
+        );
+        Ok(azure_store::deleted(answer.map(drop), maybe_applied)?)
     }
 
     fn list(prefix: String, cursor: Option<String>, limit: u32) -> Result<ListPage, Error> {
@@ -297,42 +291,22 @@ impl store::Guest for Adapter {
         let answer = azure.call(|now| {
             azure
                 .container
-                .list_blobs(&full_prefix, cursor.as_deref(), limit, false, now)
+                .list_blobs(&full_prefix, cursor.as_deref(), limit, true, now)
         })?;
         let xml = answer.into_bytes().map_err(Error::Unavailable)?;
-        let page = response::list_page(&xml).map_err(|e| Error::Other(e.to_string()))?;
-        let entries = page
-            .blobs
-            .into_iter()
-            .filter_map(|blob| {
-                Some(ListEntry {
-                    key: blob.name.strip_prefix(&azure.prefix)?.to_string(),
-                    size: blob.size,
-                    last_modified: blob.last_modified,
-                })
-            })
-            .collect();
-        Ok(ListPage {
-            entries,
-            next_cursor: page.next_marker,
-        })
+        Ok(list_page(azure_store::list_page(&azure.prefix, &xml)?))
     }
 
     fn presign(key: String, access: Access, ttl_seconds: u32) -> Result<Option<String>, Error> {
         check_key(&key)?;
         let azure = azure()?;
-        let permissions = match access {
-            Access::Read => "r",
-            Access::Write => "cw",
-        };
-        let now = now_unix();
-        // Start a little in the past: clocks of client and service differ.
         // None with a SAS credential: it cannot sign; the component moves the bytes.
-        Ok(azure.container.sas_url(
+        Ok(azure_store::presign(
+            &azure.container,
             &azure.blob_name(&key),
-            permissions,
-            Some(now.saturating_sub(300)),
-            now + u64::from(ttl_seconds.max(1)),
+            matches!(access, Access::Write),
+            ttl_seconds,
+            now_unix(),
         ))
     }
 }

@@ -8,7 +8,8 @@ use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
 
 use blobcache_azure::ops::{Body, Operation};
-use blobcache_azure::response::{self, AzureError, RetryPolicy};
+use blobcache_azure::response::RetryPolicy;
+use blobcache_azure::store::retry::{self, Attempts};
 use wasip2::clocks::monotonic_clock;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
@@ -30,14 +31,7 @@ thread_local! {
     static KEPT_BODIES: RefCell<Vec<(IncomingResponse, IncomingBody)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A failed call: what the service said, why it could not be reached, or why
-/// the host would not send it (no retry can change that).
-#[derive(Debug)]
-pub enum CallError {
-    Service(AzureError),
-    Unreachable(String),
-    Refused(String),
-}
+pub use blobcache_azure::store::CallError;
 
 /// Why an attempt got no answer.
 #[derive(Debug)]
@@ -72,16 +66,6 @@ impl Failure {
     }
 }
 
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Service(e) => write!(f, "{e}"),
-            CallError::Unreachable(why) => write!(f, "unreachable: {why}"),
-            CallError::Refused(why) => write!(f, "refused by the host: {why}"),
-        }
-    }
-}
-
 /// A successful answer, its body not yet read.
 pub struct Answer {
     pub headers: http::HeaderMap,
@@ -105,6 +89,17 @@ impl Answer {
     /// The whole (small) body.
     pub fn into_bytes(self) -> Result<Vec<u8>, String> {
         read_small_body(&self.response)
+    }
+
+    /// The answer with its (small) body read, as the `azure` crate's store
+    /// decisions take it.
+    pub fn into_small(self) -> Result<blobcache_azure::store::Answer, CallError> {
+        let headers = self.headers.clone();
+        let body = self.into_bytes().map_err(CallError::Unreachable)?;
+        Ok(blobcache_azure::store::Answer {
+            headers,
+            body: body.into(),
+        })
     }
 }
 
@@ -206,31 +201,29 @@ impl Transport {
         content: Option<&[u8]>,
         retried: &mut bool,
     ) -> Result<Answer, CallError> {
-        let mut attempt = 0;
+        let mut attempts = Attempts::new(&self.retry);
         loop {
             let (error, retry_after) = match outcome {
                 Ok(response) => {
                     let status = response.status();
                     let headers = header_map(&response.headers());
                     if (200..300).contains(&status) {
+                        *retried = attempts.maybe_applied();
                         return Ok(Answer { headers, response });
                     }
                     let body = read_small_body(&response).unwrap_or_default();
-                    let error = response::error(status, &headers, &body);
-                    if !response::is_retryable_status(status) {
-                        return Err(CallError::Service(error));
-                    }
-                    (CallError::Service(error), response::retry_after(&headers))
+                    retry::refusal(status, &headers, &body)
                 }
                 Err(Failure::Transient(why)) => (CallError::Unreachable(why), None),
-                Err(Failure::Refused(why)) => return Err(CallError::Refused(why)),
+                Err(Failure::Refused(why)) => (CallError::Refused(why), None),
             };
-            let Some(delay) = self.retry.delay(attempt, retry_after, random_unit()) else {
-                return Err(error);
-            };
-            *retried = true;
-            sleep(delay);
-            attempt += 1;
+            match attempts.failed(error, retry_after, random_unit()) {
+                Ok(delay) => sleep(delay),
+                Err(error) => {
+                    *retried = attempts.maybe_applied();
+                    return Err(error);
+                }
+            }
             outcome = self
                 .start(build(SystemTime::now()), content)
                 .and_then(|sent| self.finish(sent));

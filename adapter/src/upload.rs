@@ -13,14 +13,14 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use blobcache_azure::layout::{self, BlockIds, PublishConflict};
-use blobcache_azure::ops::WriteProperties;
+use blobcache_azure::layout::BlockIds;
+use blobcache_azure::store::{self as azure_store, Finish, Finished, Options};
 use sha2::{Digest, Sha256};
 use wasip2::io::streams::OutputStream;
 
 use crate::bindings::exports::blobcache::store::types::GuestWriter;
-use crate::store::{header_text, now_unix, AzureStore};
-use crate::transport::{CallError, Failure, Sending};
+use crate::store::{blob_info, now_unix, AzureStore};
+use crate::transport::{Failure, Sending};
 use crate::*;
 
 /// The `writer` resource.
@@ -31,7 +31,7 @@ pub struct UploadWriter {
 struct Upload {
     azure: Rc<AzureStore>,
     blob: String,
-    options: WriteOptions,
+    options: Options,
     ids: BlockIds,
     buffer: Vec<u8>,
     hasher: Sha256,
@@ -57,7 +57,7 @@ impl UploadWriter {
     pub fn new(
         azure: Rc<AzureStore>,
         blob: String,
-        options: WriteOptions,
+        options: Options,
         ids: BlockIds,
     ) -> UploadWriter {
         let capacity = azure.block_size;
@@ -189,85 +189,72 @@ impl Upload {
         while !self.in_flight.is_empty() {
             self.complete_oldest()?;
         }
-        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         // Verified before anything becomes visible.
-        verify(&self.options, self.written, Some(&sha256))?;
-        if !self.ids.publishes() {
-            if self.written == 0 {
-                return Err(Error::Invalid("an empty block cannot be staged".into()));
+        let hasher = std::mem::take(&mut self.hasher);
+        let Finished {
+            plan,
+            sha256,
+            properties,
+        } = azure_store::finish(
+            &self.options,
+            &self.ids,
+            self.written,
+            hasher,
+            self.sent.len(),
+        )?;
+        let azure = self.azure.clone();
+        let container = &azure.container;
+        let mut maybe_applied = false;
+        let published = match plan {
+            Finish::StageLast => {
+                // The caller's id rides on the name parts; the marked last part
+                // then completes the staging.
+                for name in self.ids.name_parts() {
+                    self.azure.transport.call(
+                        |now| container.put_block(&self.blob, &name, 1, now),
+                        Some(b"n"),
+                    )?;
+                }
+                self.send_last()?;
+                let staged = azure_store::staged_block(self.written, &sha256, now_unix());
+                return Ok(blob_info(staged));
             }
-            self.send_last()?;
-            return Ok(BlobInfo {
-                size: self.written,
-                etag: format!("\"{sha256}\""),
-                last_modified: now_unix(),
-                content_type: None,
-                sha256: Some(sha256),
-                metadata: Vec::new(),
-            });
-        }
-        let properties = write_properties(&self.options, Some(&sha256));
-        let single = self.sent.is_empty();
-        if !single {
-            self.send_last()?;
-        }
-        let container = &self.azure.container;
-        let mut ambiguous = false;
-        let published = if single {
-            // Small enough for one request.
-            let length = self.buffer.len() as u64;
-            self.azure.transport.call_noting_retries(
-                |now| container.put_blob(&self.blob, length, &properties, now),
-                Some(&self.buffer),
-                &mut ambiguous,
-            )
-        } else {
-            self.azure.transport.call_noting_retries(
-                |now| container.put_block_list(&self.blob, &self.sent, &properties, now),
-                None,
-                &mut ambiguous,
-            )
+            Finish::PutBlob => {
+                let length = self.buffer.len() as u64;
+                self.azure.transport.call_noting_retries(
+                    |now| container.put_blob(&self.blob, length, &properties, now),
+                    Some(&self.buffer),
+                    &mut maybe_applied,
+                )
+            }
+            Finish::PutBlockList => {
+                self.send_last()?;
+                self.azure.transport.call_noting_retries(
+                    |now| container.put_block_list(&self.blob, &self.sent, &properties, now),
+                    None,
+                    &mut maybe_applied,
+                )
+            }
         };
+        let written = self.written;
         match published {
-            Ok(answer) => Ok(BlobInfo {
-                size: self.written,
-                etag: header_text(&answer.headers, "etag"),
-                last_modified: now_unix(),
-                content_type: self.options.content_type.clone(),
-                sha256: Some(sha256),
-                metadata: self.options.metadata.clone(),
-            }),
-            Err(error) => self.resolve_conflict(error, ambiguous, &sha256),
-        }
-    }
-
-    /// After a publish answered with a conflict, decides whether the blob now
-    /// holds exactly what we wrote: a retried attempt may have been applied
-    /// before its answer was lost, or a concurrent upload of the same content won.
-    fn resolve_conflict(
-        &self,
-        error: CallError,
-        ambiguous: bool,
-        sha256: &str,
-    ) -> Result<BlobInfo, Error> {
-        let CallError::Service(e) = &error else {
-            return Err(error.into());
-        };
-        let conflict = layout::publish_conflict(e, ambiguous);
-        if conflict == PublishConflict::Final {
-            return Err(error.into());
-        }
-        if let Ok((info, _)) = self.azure.head_blob(&self.blob) {
-            if info.sha256.as_deref() == Some(sha256) {
-                return Ok(info);
+            Ok(answer) => Ok(blob_info(azure_store::published(
+                &answer.headers,
+                written,
+                &self.options,
+                Some(&sha256),
+                now_unix(),
+            ))),
+            // A refused publish may be ours after all: the blob's digest decides.
+            Err(error) => {
+                let refused = azure_store::refused(error, maybe_applied)?;
+                let current = azure
+                    .call(|now| container.get_properties(&self.blob, now))
+                    .ok()
+                    .and_then(|answer| azure_store::stored(&answer.headers).ok());
+                Ok(blob_info(refused.decide(current, &sha256)?))
             }
         }
-        if conflict == PublishConflict::Replaced {
-            return Err(Error::Unavailable(
-                "a concurrent upload of this key replaced this one; retry".into(),
-            ));
-        }
-        Err(error.into())
     }
 }
 
@@ -287,34 +274,4 @@ impl GuestWriter for UploadWriter {
             .into_inner()
             .finish()
     }
-}
-
-/// Checks a finished upload against its options (size, and digest when known).
-pub fn verify(options: &WriteOptions, size: u64, sha256: Option<&str>) -> Result<(), Error> {
-    if let Some(expected) = options.expected_size {
-        if expected != size {
-            return Err(Error::Invalid(format!(
-                "size mismatch: expected {expected} bytes, received {size}"
-            )));
-        }
-    }
-    if let (Some(expected), Some(actual)) = (&options.expected_sha256, sha256) {
-        if !expected.eq_ignore_ascii_case(actual) {
-            return Err(Error::Invalid(format!(
-                "sha256 mismatch: expected {expected}, content hashes to {actual}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Content type, metadata (with our verified digest, never a caller's) and condition.
-pub fn write_properties(options: &WriteOptions, sha256: Option<&str>) -> WriteProperties {
-    layout::write_properties(
-        matches!(options.mode, WriteMode::CreateOnly),
-        options.if_match.as_deref(),
-        options.content_type.as_deref(),
-        &options.metadata,
-        sha256,
-    )
 }

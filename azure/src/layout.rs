@@ -1,124 +1,135 @@
 //! How blobcache lays its data out in Azure, shared by every transport (the native
-//! host and the wasm adapter), so that a block one of them staged can be committed
-//! by the other:
+//! host and the wasm store component), so that a block one of them staged can be
+//! committed by the other:
 //!
-//! - block ids: a single-request upload names its blocks after a random upload id;
-//!   a staged block (one request of a multi-request upload) names its parts after
-//!   the caller's block id, a nonce ordering re-stagings, the part number and a
-//!   mark on the last part, so a commit takes only complete, newest stagings;
-//! - keys and block ids follow one set of rules ([`check_key`], [`check_block_id`]);
+//! - a single-request upload goes to the key's blob, its blocks named after a
+//!   random upload id;
+//! - a staged block (one request of a multi-request upload) goes to the key's
+//!   *staging blob* ([`staging_blob`]), never to the key's own blob: Azure cannot
+//!   read uncommitted blocks, so a digest over blocks staged by separate requests
+//!   can only be checked after committing them somewhere readers never look (see
+//!   `store::commit`);
+//! - caller block ids are opaque (up to 88 bytes: the Go SDK's base64 of 64 bytes)
+//!   and Azure's must be base64 of at most 64 bytes, all of one length per blob.
+//!   So a staging's data parts are named by a hash of the caller's id, a nonce that
+//!   orders re-stagings, the part number and a last-part mark; and each staging also
+//!   stages one or two 1-byte *name parts* whose ids carry the caller's id itself,
+//!   so `list-blocks` can give back exactly the ids the caller sent, from one Get
+//!   Block List and with no state anywhere else. Name parts are never committed;
+//!   Put Block List discards them with every other unlisted block;
 //! - the verified sha256 of the content is kept in blob metadata under
 //!   [`DIGEST_METADATA`], which callers can never set themselves.
 
 use std::collections::HashMap;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::ops::{self, Condition, WriteProperties};
-use crate::response::{AzureError, BlobProperties, ErrorKind, ListedBlock};
-
-/// Longest key, in bytes.
-pub const MAX_KEY_LEN: usize = 1024;
-/// Longest block id, in bytes.
-pub const MAX_BLOCK_ID_LEN: usize = 64;
-
-/// Keys are `/`-separated segments of `[A-Za-z0-9._~:+=@-]`, none empty, `.` or `..`.
-/// The component checks the same rules; every store checks again so no caller
-/// can address anything outside the store.
-pub fn check_key(key: &str) -> Result<(), String> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(format!("key must be 1 to {MAX_KEY_LEN} bytes"));
-    }
-    for segment in key.split('/') {
-        if segment.is_empty() || segment == "." || segment == ".." {
-            return Err(format!("key {key:?} has an empty, . or .. segment"));
-        }
-        if !segment.chars().all(is_key_char) {
-            return Err(format!(
-                "key {key:?} has a character outside [A-Za-z0-9._~:+=@-]"
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn is_key_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | ':' | '+' | '=' | '@' | '-')
-}
-
-/// Block ids: 1 to 64 bytes of printable ASCII.
-pub fn check_block_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > MAX_BLOCK_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!(
-            "block id must be 1 to {MAX_BLOCK_ID_LEN} bytes of printable ASCII"
-        ));
-    }
-    Ok(())
-}
-
-/// The bytes `start..end` that a range of `offset` and optional `length` selects
-/// in a blob of `size` bytes; a range may end past the blob but not start past it.
-pub fn resolve_range(offset: u64, length: Option<u64>, size: u64) -> Result<(u64, u64), String> {
-    if offset > size {
-        return Err(format!(
-            "range starts at {offset} but the blob has {size} bytes"
-        ));
-    }
-    let end = match length {
-        Some(length) => offset.saturating_add(length).min(size),
-        None => size,
-    };
-    Ok((offset, end))
-}
+use crate::ops::{Condition, WriteProperties};
+use crate::response::{AzureError, BlobProperties, ErrorKind, ListedBlob, ListedBlock};
 
 /// The metadata name holding the content's verified sha256 (lowercase hex).
 pub const DIGEST_METADATA: &str = "sha256";
 
-/// How a writer names its Azure blocks. Every id is a name of at most 64 bytes,
-/// padded, so all ids of one blob have the same length, as Azure requires.
+/// Raw bytes behind every Azure block id we make (base64: 88 characters).
+const RAW_ID_LEN: usize = 64;
+/// Caller-id bytes one name part carries.
+const NAME_CHUNK: usize = RAW_ID_LEN - 19;
+const UPLOAD: u8 = b'U';
+const STAGED: u8 = b'S';
+const NAME: u8 = b'N';
+
+/// The blob that holds the staged blocks of `key` until they are committed. `!`
+/// is not a key character, so no key names it, and listings skip it.
+pub fn staging_blob(prefix: &str, key: &str) -> String {
+    format!("{prefix}!staging/{key}")
+}
+
+/// The key a listed blob name stands for, or none when it is not one of ours
+/// (outside the prefix, or a staging blob).
+pub fn listed_key<'a>(prefix: &str, name: &'a str) -> Option<&'a str> {
+    let key = name.strip_prefix(prefix)?;
+    blobcache_store_rules::check_key(key).ok()?;
+    Some(key)
+}
+
+/// How a writer names its Azure blocks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BlockIds {
     /// A single-request upload: a random upload id, so concurrent uploads of
     /// one key never share blocks.
-    Upload { upload: String },
-    /// One staged block: the caller's block id (hashed), a nonce that orders
-    /// re-stagings of the same id, and the part number; the last part is marked.
-    Staged { prefix: String, nonce: String },
+    Upload { upload: [u8; 8] },
+    /// One staging of the caller's block id `name`: its hash, and a nonce that
+    /// orders re-stagings of the same id.
+    Staged {
+        name: String,
+        hash: [u8; 16],
+        nonce: [u8; 8],
+    },
 }
 
 impl BlockIds {
     /// Ids for a single-request upload; `random` must come from a real source of
     /// randomness.
     pub fn upload(random: [u8; 8]) -> BlockIds {
-        BlockIds::Upload {
-            upload: hex::encode(random),
-        }
+        BlockIds::Upload { upload: random }
     }
 
     /// Ids for a staging of `block_id` made at `unix_millis`; `random` breaks ties
     /// between stagings made in the same millisecond.
     pub fn staged(block_id: &str, unix_millis: u64, random: [u8; 2]) -> BlockIds {
         // Time first, so the newest staging sorts last.
-        let nonce = format!(
-            "{:012x}{}",
-            unix_millis & 0xffff_ffff_ffff,
-            hex::encode(random)
-        );
+        let mut nonce = [0u8; 8];
+        nonce[..6].copy_from_slice(&unix_millis.to_be_bytes()[2..]);
+        nonce[6..].copy_from_slice(&random);
         BlockIds::Staged {
-            prefix: staged_prefix(block_id),
+            name: block_id.to_string(),
+            hash: id_hash(block_id),
             nonce,
         }
     }
 
     /// The Azure block id of part `index`; `last` marks the final part of a staging.
     pub fn id(&self, index: usize, last: bool) -> String {
+        let mut raw = [0u8; RAW_ID_LEN];
         match self {
-            BlockIds::Upload { upload } => ops::named_block_id(&format!("u{upload}-{index:08}")),
-            BlockIds::Staged { prefix, nonce } => {
-                let mark = if last { 'L' } else { 'P' };
-                ops::named_block_id(&format!("s{prefix}{nonce}{index:08}{mark}"))
+            BlockIds::Upload { upload } => {
+                raw[0] = UPLOAD;
+                raw[1..9].copy_from_slice(upload);
+                raw[9..13].copy_from_slice(&(index as u32).to_be_bytes());
+            }
+            BlockIds::Staged { hash, nonce, .. } => {
+                raw[0] = STAGED;
+                raw[1..17].copy_from_slice(hash);
+                raw[17..25].copy_from_slice(nonce);
+                raw[25..29].copy_from_slice(&(index as u32).to_be_bytes());
+                raw[29] = u8::from(last);
             }
         }
+        STANDARD.encode(raw)
+    }
+
+    /// The name parts a staging sends before its last data part (1 byte each):
+    /// their ids carry the caller's block id. None for an upload.
+    pub fn name_parts(&self) -> Vec<String> {
+        let BlockIds::Staged { name, hash, .. } = self else {
+            return Vec::new();
+        };
+        let chunks: Vec<&[u8]> = name.as_bytes().chunks(NAME_CHUNK).collect();
+        chunks
+            .iter()
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut raw = [0u8; RAW_ID_LEN];
+                raw[0] = NAME;
+                raw[1..17].copy_from_slice(hash);
+                raw[17] = i as u8;
+                raw[18] = chunks.len() as u8;
+                raw[19..19 + chunk.len()].copy_from_slice(chunk);
+                STANDARD.encode(raw)
+            })
+            .collect()
     }
 
     /// Whether `finish` publishes the blob (an upload) or only stages (a block).
@@ -127,87 +138,164 @@ impl BlockIds {
     }
 }
 
-/// The part of a staged block's Azure ids that names the caller's block id.
-pub fn staged_prefix(block_id: &str) -> String {
-    hex::encode(&Sha256::digest(block_id.as_bytes())[..16])
+fn id_hash(block_id: &str) -> [u8; 16] {
+    Sha256::digest(block_id.as_bytes())[..16]
+        .try_into()
+        .expect("16 bytes")
 }
 
-/// A staged part: index, whether it is the last, Azure block id, size.
-type Part = (u64, bool, String, u64);
+/// What an Azure block id we made says.
+enum Part {
+    Data {
+        hash: [u8; 16],
+        nonce: [u8; 8],
+        index: u32,
+        last: bool,
+    },
+    Name {
+        hash: [u8; 16],
+        chunk: u8,
+        count: u8,
+        bytes: Vec<u8>,
+    },
+}
 
-/// The newest complete staging of each caller block id (keyed by
-/// [`staged_prefix`]), as Azure block ids in order with their sizes. A staging is
-/// complete when its parts run from 0 to a part marked last, without gaps.
-pub fn complete_stagings(blocks: Vec<ListedBlock>) -> HashMap<String, Vec<(String, u64)>> {
-    // prefix -> nonce -> parts
-    let mut stagings: HashMap<String, HashMap<String, Vec<Part>>> = HashMap::new();
-    for block in blocks {
-        let Some(name) = ops::block_id_name(&block.name) else {
-            continue;
-        };
-        let Some(rest) = name
-            .strip_prefix('s')
-            .filter(|r| r.len() == 32 + 16 + 8 + 1)
-        else {
-            continue;
-        };
-        let (prefix, rest) = rest.split_at(32);
-        let (nonce, rest) = rest.split_at(16);
-        let (index, mark) = rest.split_at(8);
-        let Ok(index) = index.parse::<u64>() else {
-            continue;
-        };
-        stagings
-            .entry(prefix.to_string())
-            .or_default()
-            .entry(nonce.to_string())
-            .or_default()
-            .push((index, mark == "L", block.name, block.size));
+fn parse(azure_id: &str) -> Option<Part> {
+    let raw = STANDARD.decode(azure_id).ok()?;
+    if raw.len() != RAW_ID_LEN {
+        return None;
     }
-    let mut complete = HashMap::new();
-    for (prefix, by_nonce) in stagings {
-        let mut nonces: Vec<_> = by_nonce.into_iter().collect();
-        nonces.sort_by(|a, b| b.0.cmp(&a.0));
-        for (_, mut parts) in nonces {
-            parts.sort();
-            let contiguous = parts.iter().enumerate().all(|(i, part)| part.0 == i as u64);
-            let ends_marked =
-                parts.last().is_some_and(|p| p.1) && parts.iter().filter(|p| p.1).count() == 1;
-            if contiguous && ends_marked {
-                complete.insert(
-                    prefix,
-                    parts
-                        .into_iter()
-                        .map(|(_, _, id, size)| (id, size))
-                        .collect(),
-                );
-                break;
+    let hash: [u8; 16] = raw[1..17].try_into().ok()?;
+    match raw[0] {
+        STAGED => Some(Part::Data {
+            hash,
+            nonce: raw[17..25].try_into().ok()?,
+            index: u32::from_be_bytes(raw[25..29].try_into().ok()?),
+            last: raw[29] == 1,
+        }),
+        NAME => {
+            let bytes = raw[19..].iter().copied().take_while(|b| *b != 0).collect();
+            Some(Part::Name {
+                hash,
+                chunk: raw[17],
+                count: raw[18],
+                bytes,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A staged data part: index, whether it is the last, Azure block id, size.
+type DataPart = (u32, bool, String, u64);
+/// The name parts of one caller id: how many there should be, and (chunk, bytes).
+type NameChunks = (u8, Vec<(u8, Vec<u8>)>);
+
+/// What a staging blob holds, read from its uncommitted blocks.
+pub struct Staged {
+    /// Per caller-id hash: the Azure ids and sizes of its newest complete staging.
+    complete: HashMap<[u8; 16], Vec<(String, u64)>>,
+    /// Per caller-id hash: the caller's id, from the name parts.
+    names: HashMap<[u8; 16], String>,
+}
+
+impl Staged {
+    /// Reads Get Block List's uncommitted blocks. A staging is complete when its
+    /// parts run from 0 to a part marked last, without gaps; of several complete
+    /// stagings of one id the newest counts.
+    pub fn new(blocks: Vec<ListedBlock>) -> Staged {
+        let mut stagings: HashMap<[u8; 16], HashMap<[u8; 8], Vec<DataPart>>> = HashMap::new();
+        let mut chunks: HashMap<[u8; 16], NameChunks> = HashMap::new();
+        for block in blocks {
+            match parse(&block.name) {
+                Some(Part::Data {
+                    hash,
+                    nonce,
+                    index,
+                    last,
+                }) => stagings
+                    .entry(hash)
+                    .or_default()
+                    .entry(nonce)
+                    .or_default()
+                    .push((index, last, block.name, block.size)),
+                Some(Part::Name {
+                    hash,
+                    chunk,
+                    count,
+                    bytes,
+                }) => {
+                    let entry = chunks.entry(hash).or_insert((count, Vec::new()));
+                    entry.1.push((chunk, bytes));
+                }
+                None => {}
             }
         }
-    }
-    complete
-}
-
-/// The Azure block list that commits the caller's `block_ids` in order, and the
-/// blob's size, from what Get Block List reported as uncommitted. Fails naming
-/// the first block id that has no complete staging.
-pub fn assemble(
-    uncommitted: Vec<ListedBlock>,
-    block_ids: &[String],
-) -> Result<(Vec<String>, u64), String> {
-    let mut stagings = complete_stagings(uncommitted);
-    let mut azure_ids = Vec::new();
-    let mut size = 0u64;
-    for id in block_ids {
-        let parts = stagings
-            .remove(&staged_prefix(id))
-            .ok_or_else(|| format!("block {id:?} is not staged"))?;
-        for (azure_id, part_size) in parts {
-            azure_ids.push(azure_id);
-            size += part_size;
+        let mut complete = HashMap::new();
+        for (hash, by_nonce) in stagings {
+            let mut nonces: Vec<_> = by_nonce.into_iter().collect();
+            nonces.sort_by_key(|n| std::cmp::Reverse(n.0));
+            for (_, mut parts) in nonces {
+                parts.sort();
+                let contiguous = parts.iter().enumerate().all(|(i, part)| part.0 == i as u32);
+                let ends_marked =
+                    parts.last().is_some_and(|p| p.1) && parts.iter().filter(|p| p.1).count() == 1;
+                if contiguous && ends_marked {
+                    let parts = parts.into_iter().map(|(_, _, id, size)| (id, size));
+                    complete.insert(hash, parts.collect());
+                    break;
+                }
+            }
         }
+        let mut names = HashMap::new();
+        for (hash, (count, mut parts)) in chunks {
+            parts.sort();
+            parts.dedup_by_key(|p| p.0);
+            if parts.len() != usize::from(count) {
+                continue;
+            }
+            let bytes: Vec<u8> = parts.into_iter().flat_map(|p| p.1).collect();
+            // A name part whose id does not hash to its place is not ours.
+            if let Ok(name) = String::from_utf8(bytes) {
+                if id_hash(&name) == hash {
+                    names.insert(hash, name);
+                }
+            }
+        }
+        Staged { complete, names }
     }
-    Ok((azure_ids, size))
+
+    /// The Azure block list that commits the caller's `block_ids` in order, and
+    /// the blob's size. Fails naming the first block id with no complete staging.
+    pub fn assemble(&self, block_ids: &[String]) -> Result<(Vec<String>, u64), String> {
+        let mut azure_ids = Vec::new();
+        let mut size = 0u64;
+        for id in block_ids {
+            let parts = self
+                .complete
+                .get(&id_hash(id))
+                .ok_or_else(|| format!("block {id:?} is not staged"))?;
+            for (azure_id, part_size) in parts {
+                azure_ids.push(azure_id.clone());
+                size += part_size;
+            }
+        }
+        Ok((azure_ids, size))
+    }
+
+    /// The caller's ids with a complete staging and their sizes, sorted by id.
+    pub fn blocks(&self) -> Vec<(String, u64)> {
+        let mut blocks: Vec<(String, u64)> = self
+            .complete
+            .iter()
+            .filter_map(|(hash, parts)| {
+                let name = self.names.get(hash)?;
+                Some((name.clone(), parts.iter().map(|p| p.1).sum()))
+            })
+            .collect();
+        blocks.sort();
+        blocks
+    }
 }
 
 /// The metadata to store: the caller's, without anything posing as our digest,
@@ -248,7 +336,7 @@ pub fn write_properties(
     }
 }
 
-/// What a refused publish (Put Blob or Put Block List) may mean.
+/// What a refused publish (Put Blob, Put Block List, Copy Blob) may mean.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PublishConflict {
     /// The refusal stands.
@@ -278,6 +366,7 @@ pub fn publish_conflict(error: &AzureError, retried: bool) -> PublishConflict {
 
 /// A stored blob's properties as callers see them: the verified digest apart from
 /// the caller's metadata, and no content type when it is Azure's default.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredBlob {
     pub size: u64,
     pub etag: String,
@@ -306,6 +395,23 @@ impl From<BlobProperties> for StoredBlob {
     }
 }
 
+impl From<ListedBlob> for StoredBlob {
+    fn from(blob: ListedBlob) -> StoredBlob {
+        // Listings give the etag unquoted; headers quote it.
+        let etag = match blob.etag.starts_with('"') {
+            true => blob.etag,
+            false => format!("\"{}\"", blob.etag),
+        };
+        StoredBlob::from(BlobProperties {
+            size: blob.size,
+            etag,
+            last_modified: blob.last_modified,
+            content_type: blob.content_type,
+            metadata: blob.metadata,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,13 +429,19 @@ mod tests {
     #[test]
     fn ids_of_one_blob_have_one_length() {
         let upload = BlockIds::upload([7; 8]);
-        let staged = BlockIds::staged("a-block", 1_700_000_000_000, [1, 2]);
-        let lengths: Vec<usize> = [upload.id(0, false), upload.id(99, true), staged.id(3, true)]
-            .iter()
-            .map(String::len)
-            .collect();
-        assert!(lengths.windows(2).all(|w| w[0] == w[1]), "{lengths:?}");
+        let go_sdk_id = "QUJD".repeat(22);
+        let staged = BlockIds::staged(&go_sdk_id, 1_700_000_000_000, [1, 2]);
+        let mut ids = vec![upload.id(0, false), upload.id(99, true), staged.id(3, true)];
+        ids.extend(staged.name_parts());
+        assert_eq!(staged.name_parts().len(), 2);
+        assert!(ids.iter().all(|id| id.len() == 88), "{ids:?}");
         assert!(upload.publishes() && !staged.publishes());
+    }
+
+    fn with_names(ids: &BlockIds, mut blocks: Vec<ListedBlock>) -> Vec<ListedBlock> {
+        let names = ids.name_parts().into_iter();
+        blocks.extend(names.map(|name| ListedBlock { name, size: 1 }));
+        blocks
     }
 
     #[test]
@@ -337,16 +449,17 @@ mod tests {
         let old = BlockIds::staged("b", 1_000, [0, 0]);
         let new = BlockIds::staged("b", 2_000, [0, 0]);
         let newest_incomplete = BlockIds::staged("b", 3_000, [0, 0]);
-        let other = BlockIds::staged("c", 1_500, [0, 0]);
-        let mut blocks = listed(&old, &[(0, false, 10), (1, true, 5)]);
+        let other = BlockIds::staged("c+/=", 1_500, [0, 0]);
+        let mut blocks = with_names(&old, listed(&old, &[(0, false, 10), (1, true, 5)]));
         blocks.extend(listed(&new, &[(0, true, 7)]));
         // A failed re-staging: parts without the last mark, and one with a gap.
         blocks.extend(listed(&newest_incomplete, &[(0, false, 1), (2, true, 1)]));
-        blocks.extend(listed(
+        blocks.extend(with_names(
             &other,
-            &[(0, false, 3), (1, false, 3), (2, true, 3)],
+            listed(&other, &[(0, false, 3), (1, false, 3), (2, true, 3)]),
         ));
-        let (ids, size) = assemble(blocks.clone(), &["c".into(), "b".into()]).unwrap();
+        let staged = Staged::new(blocks);
+        let (ids, size) = staged.assemble(&["c+/=".into(), "b".into()]).unwrap();
         assert_eq!(
             ids,
             vec![
@@ -357,8 +470,13 @@ mod tests {
             ]
         );
         assert_eq!(size, 3 + 3 + 3 + 7);
-        let missing = assemble(blocks, &["b".into(), "d".into()]).unwrap_err();
+        let missing = staged.assemble(&["b".into(), "d".into()]).unwrap_err();
         assert!(missing.contains("\"d\""), "{missing}");
+        // The caller's own ids come back, with the newest complete staging's size.
+        assert_eq!(
+            staged.blocks(),
+            vec![("b".to_string(), 7), ("c+/=".to_string(), 9)]
+        );
     }
 
     #[test]

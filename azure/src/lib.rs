@@ -14,6 +14,7 @@ pub mod layout;
 pub mod ops;
 pub mod response;
 pub mod signing;
+pub mod store;
 
 pub use account::{Account, ConfigError};
 pub use ops::{Body, Condition, Container, Operation, WriteProperties};

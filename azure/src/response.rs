@@ -175,6 +175,7 @@ pub struct ListedBlob {
     pub size: u64,
     pub last_modified: u64,
     pub etag: String,
+    pub content_type: Option<String>,
     pub metadata: Vec<(String, String)>,
 }
 
@@ -252,6 +253,7 @@ pub fn list_page(xml: &[u8]) -> Result<ListPage, AzureError> {
                             .unwrap_or(0)
                     }
                     [.., "Properties", "Etag"] => blob.etag = text,
+                    [.., "Properties", "Content-Type"] => blob.content_type = Some(text),
                     [.., "Metadata", key] => blob.metadata.push((key.to_ascii_lowercase(), text)),
                     ["EnumerationResults", "NextMarker"] if !text.is_empty() => {
                         page.next_marker = Some(text)

@@ -6,6 +6,7 @@
 //! - [`protocols`]: one file of scenarios per protocol;
 //! - [`access`]: access tokens, and the host's guards;
 //! - [`robustness`], [`large_blobs`]: the native host's limits and streaming;
+//! - [`stores`]: the store contract per operation on every backend, and Azure;
 //! - [`hosts`]: what only one host shows (faults through `wasmtime serve`, the
 //!   Functions custom handler, the deployment worlds, Spin variables);
 //! - [`support`]: starting servers and peers, speaking raw HTTP/1.1.
@@ -20,3 +21,4 @@ mod hosts;
 mod large_blobs;
 mod protocols;
 mod robustness;
+mod stores;

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! blobs/<h[0..2]>/<h>        h = hex sha256 of the key: content, then a trailer
-//! blocks/<h>/<hex block id>  staged blocks of a multi-request upload
+//! blocks/<h>/<hex block id>  staged blocks of a multi-request upload (hex: ids are opaque)
 //! tmp/<random>.tmp           uploads in progress
 //! ```
 //!
@@ -269,9 +269,8 @@ impl DirStore {
                     continue;
                 }
                 entries.push(ListEntry {
+                    info: trailer.info(),
                     key: trailer.key,
-                    size: trailer.size,
-                    last_modified: trailer.modified,
                 });
                 if entries.len() == limit {
                     return Ok(ListPage {
@@ -299,10 +298,13 @@ impl DirStore {
         let mut buffer = vec![0u8; 1 << 20];
         for id in block_ids {
             check_block_id(id)?;
-            let mut block = File::open(dir.join(hex::encode(id))).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => Error::Invalid(format!("block {id:?} is not staged")),
-                _ => e.into(),
-            })?;
+            let mut block =
+                File::open(dir.join(block_file_name(id))).map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound => {
+                        Error::Invalid(format!("block {id:?} is not staged"))
+                    }
+                    _ => e.into(),
+                })?;
             loop {
                 let n = block.read(&mut buffer)?;
                 if n == 0 {
@@ -430,9 +432,37 @@ impl Backend for DirStore {
     ) -> Result<Box<dyn BlobWriter>> {
         check_key(key)?;
         check_block_id(block_id)?;
-        let path = self.block_dir(key).join(hex::encode(block_id));
+        let path = self.block_dir(key).join(block_file_name(block_id));
         let options = block_options(expected_size);
         self.new_writer(Target::Block(path), options)
+    }
+
+    async fn list_blocks(&self, key: &str) -> Result<Vec<StagedBlock>> {
+        check_key(key)?;
+        let dir = self.block_dir(key);
+        blocking(move || {
+            let names = match read_names(&dir) {
+                Ok(names) => names,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            // Only finished stagings have their final name (uploads go to tmp/).
+            let mut blocks = Vec::new();
+            for name in names {
+                let Some(id) = block_id_of_file_name(&name) else {
+                    continue;
+                };
+                if let Ok(metadata) = fs::metadata(dir.join(&name)) {
+                    blocks.push(StagedBlock {
+                        id,
+                        size: metadata.len(),
+                    });
+                }
+            }
+            blocks.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(blocks)
+        })
+        .await
     }
 
     async fn commit_blocks(

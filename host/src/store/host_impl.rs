@@ -4,7 +4,8 @@ use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 use super::{
-    Access, BlobInfo, ByteRange, Error, ListPage, PendingWrite, StoreStatus, WriteOptions,
+    Access, BlobInfo, ByteRange, Error, ListPage, PendingWrite, StagedBlock, StoreStatus,
+    WriteOptions,
 };
 use crate::bindings::blobcache::store::{store, types};
 use crate::runtime::RequestState;
@@ -141,6 +142,11 @@ impl store::Host for RequestState {
             Ok(writer) => Ok(Ok(self.table.push(PendingWrite::new(writer))?)),
             Err(e) => Ok(Err(e)),
         }
+    }
+
+    async fn list_blocks(&mut self, key: String) -> Wit<Vec<StagedBlock>> {
+        let _busy = self.progress.store_call();
+        Ok(self.backend.list_blocks(&key).await)
     }
 
     async fn commit_blocks(

@@ -121,6 +121,21 @@ impl Backend for MemoryStore {
         Ok(Box::new(MemoryWriter::new(self.clone(), target, options)))
     }
 
+    async fn list_blocks(&self, key: &str) -> Result<Vec<StagedBlock>> {
+        check_key(key)?;
+        let blocks = self.inner.blocks.lock().unwrap();
+        let mut staged: Vec<StagedBlock> = blocks
+            .iter()
+            .filter(|((k, _), _)| k == key)
+            .map(|((_, id), content)| StagedBlock {
+                id: id.clone(),
+                size: content.len() as u64,
+            })
+            .collect();
+        staged.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(staged)
+    }
+
     async fn commit_blocks(
         &self,
         key: &str,
@@ -176,8 +191,7 @@ impl Backend for MemoryStore {
             }
             entries.push(ListEntry {
                 key: key.clone(),
-                size: info.size,
-                last_modified: info.last_modified,
+                info: info.clone(),
             });
             if entries.len() == limit {
                 let next = Some(key.clone());

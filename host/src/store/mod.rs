@@ -2,8 +2,10 @@
 //!
 //! [`Backend`] is the native face of the WIT interface: [`dir`] (the default) keeps
 //! blobs in a local directory, [`memory`] in process memory, [`azure`] in Azure Blob
-//! Storage. [`host_impl`] binds a backend to the component. Shared pieces live here once: key rules, the verifying
-//! sink every writer streams into, and the readers.
+//! Storage. [`host_impl`] binds a backend to the component. Shared pieces live here
+//! once: the verifying sink every writer streams into, and the readers. Key, block
+//! id and verification rules come from `blobcache-store-rules`, which the store
+//! component uses too.
 
 pub mod azure;
 pub mod dir;
@@ -18,8 +20,10 @@ use async_trait::async_trait;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 pub use crate::bindings::types::{
-    Access, BlobInfo, ByteRange, Error, ListEntry, ListPage, StoreStatus, WriteMode, WriteOptions,
+    Access, BlobInfo, ByteRange, Error, ListEntry, ListPage, StagedBlock, StoreStatus, WriteMode,
+    WriteOptions,
 };
+pub use blobcache_store_rules::StoreError;
 pub use sink::{Sink, SinkStream, Written};
 pub use streams::BytesInputStream;
 
@@ -39,6 +43,8 @@ pub trait Backend: Send + Sync + 'static {
         block_id: &str,
         expected_size: Option<u64>,
     ) -> Result<Box<dyn BlobWriter>>;
+    /// The blocks staged for `key` and not yet committed, sorted by id.
+    async fn list_blocks(&self, key: &str) -> Result<Vec<StagedBlock>>;
     async fn commit_blocks(
         &self,
         key: &str,
@@ -80,19 +86,31 @@ impl PendingWrite {
 
 pub type SharedBackend = Arc<dyn Backend>;
 
-pub use blobcache_azure::layout::{MAX_BLOCK_ID_LEN, MAX_KEY_LEN};
+pub use blobcache_store_rules::{
+    block_file_name, block_id_of_file_name, MAX_BLOCK_ID_LEN, MAX_KEY_LEN,
+};
 
 /// Keys are `/`-separated segments of `[A-Za-z0-9._~:+=@-]`, none empty, `.` or `..`.
 /// The component checks the same rules; stores check again so no caller can
 /// address anything outside the store.
 pub fn check_key(key: &str) -> Result<()> {
-    blobcache_azure::layout::check_key(key).map_err(Error::Invalid)
+    blobcache_store_rules::check_key(key).map_err(Error::Invalid)
 }
 
-/// Block ids: 1 to 64 bytes of printable ASCII (Azure's ids are base64).
+/// Block ids: 1 to 88 bytes of printable ASCII, opaque to the store.
 pub fn check_block_id(id: &str) -> Result<()> {
-    blobcache_azure::layout::check_block_id(id).map_err(Error::Invalid)
+    blobcache_store_rules::check_block_id(id).map_err(Error::Invalid)
 }
+
+blobcache_azure::store_type_conversions!(
+    Error,
+    BlobInfo,
+    WriteOptions,
+    WriteMode,
+    StagedBlock,
+    ListPage,
+    ListEntry
+);
 
 /// Write options of a staged block: only its size may be checked.
 pub fn block_options(expected_size: Option<u64>) -> WriteOptions {
@@ -129,21 +147,13 @@ pub fn take_body_once(taken: &mut bool) -> Result<()> {
 
 /// Checks a finished upload against its options (size, digest).
 pub fn verify(options: &WriteOptions, size: u64, sha256: &str) -> Result<()> {
-    if let Some(expected) = options.expected_size {
-        if expected != size {
-            return Err(Error::Invalid(format!(
-                "size mismatch: expected {expected} bytes, received {size}"
-            )));
-        }
-    }
-    if let Some(expected) = &options.expected_sha256 {
-        if !expected.eq_ignore_ascii_case(sha256) {
-            return Err(Error::Invalid(format!(
-                "sha256 mismatch: expected {expected}, content hashes to {sha256}"
-            )));
-        }
-    }
-    Ok(())
+    blobcache_store_rules::verify(
+        options.expected_size,
+        options.expected_sha256.as_deref(),
+        size,
+        Some(sha256),
+    )
+    .map_err(Error::from)
 }
 
 /// The quoted etag for content with this digest.
@@ -155,7 +165,7 @@ pub fn etag_for(sha256: &str) -> String {
 pub fn resolve_range(range: Option<ByteRange>, size: u64) -> Result<(u64, u64)> {
     match range {
         None => Ok((0, size)),
-        Some(range) => blobcache_azure::layout::resolve_range(range.offset, range.length, size)
+        Some(range) => blobcache_store_rules::resolve_range(range.offset, range.length, size)
             .map_err(Error::Invalid),
     }
 }
@@ -191,18 +201,6 @@ pub fn not_found_is_miss(error: std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys() {
-        assert!(check_key("bazel/ac/00ff").is_ok());
-        assert!(check_key("ccache/ab/cd-ef_1.2").is_ok());
-        for bad in [
-            "", "a//b", "/a", "a/", "a/../b", "./a", "a b", "a\\b", "a%2fb", "é",
-        ] {
-            assert!(check_key(bad).is_err(), "{bad:?} accepted");
-        }
-        assert!(check_key(&"a".repeat(MAX_KEY_LEN + 1)).is_err());
-    }
 
     #[test]
     fn ranges() {

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 pub mod ccache;
 pub mod fault_proxy;
 pub mod spin_like;
+pub mod store_component;
 
 /// A running server of the component, stopped on drop.
 pub struct Server {

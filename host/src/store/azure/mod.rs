@@ -1,6 +1,8 @@
 //! The Azure Blob Storage store: the `azure` crate's signed requests, sent with
-//! reqwest, with retries, timeouts and streaming both ways ([`upload`],
-//! [`download`]).
+//! reqwest, with timeouts and streaming both ways ([`upload`], [`download`]).
+//! What to send and what an answer means (retries, error mapping, commit, finish,
+//! conflict settlement) is decided in `azure::store`, shared with the store
+//! component; this module is the tokio transport that drives those decisions.
 
 mod download;
 mod upload;
@@ -11,12 +13,18 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use blobcache_azure::layout::{self, StoredBlob};
 use blobcache_azure::ops::{Body, Container, Operation};
-use blobcache_azure::response::{self, AzureError, ErrorKind, RetryPolicy};
+use blobcache_azure::response::{ErrorKind, RetryPolicy};
+use blobcache_azure::store::commit::{Commit, Step};
+use blobcache_azure::store::retry::{self, Attempts};
+use blobcache_azure::store::{self as azure_store, Answer, CallError, OpenPlan, Options};
 use blobcache_azure::{Account, ConfigError};
 use bytes::Bytes;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 use wasmtime_wasi::p2::DynInputStream;
 
 use super::*;
+use crate::store::{blob_info as info, neutral_options as neutral};
 use download::{Download, ResponseStream};
 use upload::AzureWriter;
 
@@ -69,31 +77,6 @@ struct Inner {
     block_size: usize,
     parallel_blocks: usize,
     retry: RetryPolicy,
-}
-
-/// A failed call: what the service said, or why it could not be reached.
-enum CallError {
-    Service(AzureError),
-    Unreachable(String),
-}
-
-impl From<CallError> for Error {
-    fn from(error: CallError) -> Error {
-        match error {
-            CallError::Unreachable(why) => Error::Unavailable(format!("Azure unreachable: {why}")),
-            CallError::Service(e) => match e.kind() {
-                ErrorKind::NotFound => Error::NotFound,
-                ErrorKind::AlreadyExists => Error::AlreadyExists,
-                ErrorKind::PreconditionFailed => Error::PreconditionFailed,
-                ErrorKind::TooLarge => Error::TooLarge(e.to_string()),
-                ErrorKind::Transient => Error::Unavailable(e.to_string()),
-                ErrorKind::Authentication => {
-                    Error::Other(format!("Azure authentication failed: {e}"))
-                }
-                ErrorKind::Invalid | ErrorKind::Other => Error::Other(e.to_string()),
-            },
-        }
-    }
 }
 
 impl AzureStore {
@@ -156,6 +139,10 @@ impl AzureStore {
         format!("{}{key}", self.inner.prefix)
     }
 
+    fn staging_name(&self, key: &str) -> String {
+        layout::staging_blob(&self.inner.prefix, key)
+    }
+
     /// Sends an operation, retrying transient failures with backoff and jitter.
     /// `build` is called per attempt so each try is signed with a fresh date.
     async fn call(
@@ -163,54 +150,87 @@ impl AzureStore {
         build: impl Fn(SystemTime) -> Operation,
         content: Option<Bytes>,
     ) -> Result<reqwest::Response, CallError> {
-        self.call_noting_retries(build, content, &mut false).await
+        self.send(build, content).await.0
     }
 
-    /// Like [`Self::call`]; sets `retried` when an earlier attempt failed in a way
-    /// that may still have been applied (its answer was lost or was a 5xx).
-    async fn call_noting_retries(
+    /// Like [`Self::call`], and says whether an earlier attempt failed in a way
+    /// that may still have been applied (the retry machine of `azure/` decides).
+    async fn send(
         &self,
         build: impl Fn(SystemTime) -> Operation,
         content: Option<Bytes>,
-        retried: &mut bool,
-    ) -> Result<reqwest::Response, CallError> {
-        let mut attempt = 0;
+    ) -> (Result<reqwest::Response, CallError>, bool) {
+        let mut attempts = Attempts::new(&self.inner.retry);
         loop {
             let operation = build(SystemTime::now());
-            let (outcome, retry_after) = match self.send_once(operation, content.clone()).await {
-                Ok(response) if response.status().is_success() => return Ok(response),
+            let (error, retry_after) = match self.send_once(operation, content.clone()).await {
+                Ok(response) if response.status().is_success() => {
+                    return (Ok(response), attempts.maybe_applied())
+                }
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let headers = response.headers().clone();
                     let body = response.bytes().await.unwrap_or_default();
-                    let error = response::error(status, &headers, &body);
-                    if !response::is_retryable_status(status) {
-                        return Err(CallError::Service(error));
-                    }
-                    (CallError::Service(error), response::retry_after(&headers))
+                    retry::refusal(status, &headers, &body)
                 }
                 Err(e) => (CallError::Unreachable(e), None),
             };
-            match self.inner.retry.delay(attempt, retry_after, random_unit()) {
-                Some(delay) => {
-                    tracing::debug!("Azure call failed, retrying in {delay:?}: {outcome}");
-                    *retried = true;
+            match attempts.failed(error, retry_after, random_unit()) {
+                Ok(delay) => {
+                    tracing::debug!("Azure call failed, retrying in {delay:?}");
                     tokio::time::sleep(delay).await;
-                    attempt += 1;
                 }
-                None => return Err(outcome),
+                Err(error) => return (Err(error), attempts.maybe_applied()),
             }
         }
     }
 
+    /// [`Self::send`] with the (small) body of the answer read.
+    async fn answer(
+        &self,
+        build: impl Fn(SystemTime) -> Operation,
+    ) -> (Result<Answer, CallError>, bool) {
+        let (result, maybe_applied) = self.send(build, None).await;
+        let answer = match result {
+            Ok(response) => {
+                let headers = response.headers().clone();
+                match response.bytes().await {
+                    Ok(body) => Ok(Answer { headers, body }),
+                    Err(e) => Err(CallError::Unreachable(describe(&e))),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        (answer, maybe_applied)
+    }
+
+    /// Streams a blob through sha256: its digest and length.
+    async fn hash(
+        &self,
+        build: impl Fn(SystemTime) -> Operation,
+    ) -> Result<(String, u64), StoreError> {
+        let response = self.call(build, None).await?;
+        let mut body = response.bytes_stream();
+        let mut hasher = Sha256::new();
+        let mut read = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| StoreError::Unavailable(describe(&e)))?;
+            hasher.update(&chunk);
+            read += chunk.len() as u64;
+        }
+        Ok((hex::encode(hasher.finalize()), read))
+    }
+
     /// Get Blob Properties of a full blob name.
     async fn head_blob(&self, name: &str) -> Result<BlobInfo> {
+        Ok(info(self.head_stored(name).await?))
+    }
+
+    async fn head_stored(&self, name: &str) -> Result<StoredBlob> {
         let response = self
             .call(|now| self.inner.container.get_properties(name, now), None)
             .await?;
-        let properties =
-            response::properties(response.headers()).map_err(|e| Error::Other(e.to_string()))?;
-        Ok(Self::info(properties))
+        Ok(azure_store::stored(response.headers())?)
     }
 
     async fn send_once(
@@ -231,27 +251,6 @@ impl AzureStore {
         };
         request.send().await.map_err(|e| describe(&e))
     }
-
-    fn info(properties: response::BlobProperties) -> BlobInfo {
-        let blob = StoredBlob::from(properties);
-        BlobInfo {
-            size: blob.size,
-            etag: blob.etag,
-            last_modified: blob.last_modified,
-            content_type: blob.content_type,
-            sha256: blob.sha256,
-            metadata: blob.metadata,
-        }
-    }
-}
-
-impl std::fmt::Display for CallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CallError::Service(e) => write!(f, "{e}"),
-            CallError::Unreachable(why) => write!(f, "unreachable: {why}"),
-        }
-    }
 }
 
 /// The error and its causes, with the URL's query left out: with a SAS
@@ -270,14 +269,6 @@ fn describe(error: &reqwest::Error) -> String {
         text = text.replace(url.as_str(), bare.as_str());
     }
     text
-}
-
-/// A (small, XML) response body, read whole.
-async fn body_bytes(response: reqwest::Response) -> Result<Bytes> {
-    response
-        .bytes()
-        .await
-        .map_err(|e| Error::Unavailable(describe(&e)))
 }
 
 fn random_unit() -> f64 {
@@ -314,44 +305,38 @@ impl Backend for AzureStore {
     ) -> Result<(BlobInfo, DynInputStream)> {
         check_key(key)?;
         let name = self.blob_name(key);
-        // Azure has no empty range, and answers 416 for reads at the end: both
-        // are empty reads here, as in the other stores.
+        let range = range.map(|r| (r.offset, r.length));
         let empty = || async {
             let info = self.head_blob(&name).await?;
-            resolve_range(range, info.size)?;
+            azure_store::resolve(range, info.size)?;
             Ok::<_, Error>((
                 info,
                 Box::new(BytesInputStream::new(Bytes::new())) as DynInputStream,
             ))
         };
-        if range.is_some_and(|r| r.length == Some(0)) {
+        let OpenPlan::Get(range) = azure_store::open_plan(range) else {
             return empty().await;
-        }
-        let azure_range = range.map(|r| (r.offset, r.length));
+        };
         let container = &self.inner.container;
         let response = match self
-            .call(
-                |now| container.get_blob(&name, azure_range, None, now),
-                None,
-            )
+            .call(|now| container.get_blob(&name, range, None, now), None)
             .await
         {
-            Err(CallError::Service(e)) if e.status == 416 => return empty().await,
+            Err(e) if azure_store::read_is_empty(&e) => return empty().await,
             other => other?,
         };
-        let properties =
-            response::properties(response.headers()).map_err(|e| Error::Other(e.to_string()))?;
-        let info = Self::info(properties);
-        // The length to expect comes from the blob's size, not from framing.
-        let (start, end) = resolve_range(range, info.size)?;
+        let (blob, start, end) = azure_store::opened(response.headers(), range)?;
         let download = Download {
             store: self.clone(),
             blob: name,
-            etag: info.etag.clone(),
+            etag: blob.etag.clone(),
             position: start,
             remaining: end - start,
         };
-        Ok((info, Box::new(ResponseStream::spawn(response, download))))
+        Ok((
+            info(blob),
+            Box::new(ResponseStream::spawn(response, download)),
+        ))
     }
 
     async fn create(&self, key: &str, options: WriteOptions) -> Result<Box<dyn BlobWriter>> {
@@ -359,7 +344,7 @@ impl Backend for AzureStore {
         Ok(Box::new(AzureWriter::new(
             self.clone(),
             self.blob_name(key),
-            options,
+            neutral(&options),
             upload::upload_ids()?,
         )))
     }
@@ -372,13 +357,22 @@ impl Backend for AzureStore {
     ) -> Result<Box<dyn BlobWriter>> {
         check_key(key)?;
         check_block_id(block_id)?;
-        let ids = upload::staged_ids(block_id)?;
         Ok(Box::new(AzureWriter::new(
             self.clone(),
-            self.blob_name(key),
-            block_options(expected_size),
-            ids,
+            self.staging_name(key),
+            Options::block(expected_size),
+            upload::staged_ids(block_id)?,
         )))
+    }
+
+    async fn list_blocks(&self, key: &str) -> Result<Vec<StagedBlock>> {
+        check_key(key)?;
+        let staging = self.staging_name(key);
+        let container = &self.inner.container;
+        let (answer, _) = self
+            .answer(|now| container.get_uncommitted_blocks(&staging, now))
+            .await;
+        Ok(staged_blocks(azure_store::staged(answer)?.blocks()))
     }
 
     async fn commit_blocks(
@@ -387,133 +381,61 @@ impl Backend for AzureStore {
         block_ids: Vec<String>,
         options: WriteOptions,
     ) -> Result<BlobInfo> {
-        check_key(key)?;
-        for id in &block_ids {
-            check_block_id(id)?;
-        }
-        if options.expected_sha256.is_some() {
-            // Azure cannot read uncommitted blocks back, and the blocks were hashed
-            // by separate requests: there is nothing to check a digest against.
-            return Err(Error::Invalid(
-                "the azure store cannot verify a sha256 over blocks staged by separate requests"
-                    .into(),
-            ));
-        }
-        let name = self.blob_name(key);
         let container = &self.inner.container;
-        let staged = match self
-            .call(|now| container.get_uncommitted_blocks(&name, now), None)
-            .await
-        {
-            Ok(response) => {
-                let xml = body_bytes(response).await?;
-                response::uncommitted_blocks(&xml).map_err(|e| Error::Other(e.to_string()))?
+        let options = neutral(&options);
+        let mut commit = Commit::of_key(&self.inner.prefix, key, block_ids, options, now_unix())?;
+        let mut step = commit.start();
+        loop {
+            step = match step {
+                Step::Send => {
+                    let (answer, maybe_applied) =
+                        self.answer(|now| commit.operation(container, now)).await;
+                    commit.answered(answer, maybe_applied)
+                }
+                Step::Wait(delay) => {
+                    tokio::time::sleep(delay).await;
+                    Step::Send
+                }
+                Step::Read => {
+                    let read = self.hash(|now| commit.operation(container, now)).await;
+                    commit.read(read)
+                }
+                Step::Done(result) => return Ok(info(result?)),
             }
-            // Nothing at all under this key: nothing was staged.
-            Err(CallError::Service(e)) if e.kind() == ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let (azure_ids, size) = layout::assemble(staged, &block_ids).map_err(Error::Invalid)?;
-        if let Some(max) = options.max_size.filter(|max| size > *max) {
-            return Err(Error::TooLarge(format!(
-                "blob is over the {max}-byte limit"
-            )));
         }
-        verify(&options, size, "")?;
-        let properties = upload::write_properties(&options, None);
-        let response = self
-            .call(
-                |now| container.put_block_list(&name, &azure_ids, &properties, now),
-                None,
-            )
-            .await?;
-        Ok(BlobInfo {
-            size,
-            etag: header_text(response.headers(), "etag"),
-            last_modified: now_unix(),
-            content_type: options.content_type.clone(),
-            sha256: None,
-            metadata: options.metadata.clone(),
-        })
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         let name = self.blob_name(key);
-        let mut retried = false;
-        match self
-            .call_noting_retries(
-                |now| self.inner.container.delete_blob(&name, now),
-                None,
-                &mut retried,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            // An earlier attempt deleted it, and its answer was lost.
-            Err(CallError::Service(e)) if retried && e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        let (answer, maybe_applied) = self
+            .answer(|now| self.inner.container.delete_blob(&name, now))
+            .await;
+        Ok(azure_store::deleted(answer.map(drop), maybe_applied)?)
     }
 
     async fn list(&self, prefix: &str, cursor: Option<String>, limit: u32) -> Result<ListPage> {
         let full_prefix = self.blob_name(prefix);
-        let response = self
-            .call(
-                |now| {
-                    self.inner.container.list_blobs(
-                        &full_prefix,
-                        cursor.as_deref(),
-                        limit,
-                        false,
-                        now,
-                    )
-                },
-                None,
-            )
-            .await?;
-        let xml = body_bytes(response).await?;
-        let page = response::list_page(&xml).map_err(|e| Error::Other(e.to_string()))?;
-        let entries = page
-            .blobs
-            .into_iter()
-            .filter_map(|blob| {
-                let key = blob.name.strip_prefix(&self.inner.prefix)?.to_string();
-                Some(ListEntry {
-                    key,
-                    size: blob.size,
-                    last_modified: blob.last_modified,
-                })
+        let (answer, _) = self
+            .answer(|now| {
+                self.inner
+                    .container
+                    .list_blobs(&full_prefix, cursor.as_deref(), limit, true, now)
             })
-            .collect();
-        Ok(ListPage {
-            entries,
-            next_cursor: page.next_marker,
-        })
+            .await;
+        let listed = azure_store::list_page(&self.inner.prefix, &answer?.body)?;
+        Ok(crate::store::list_page(listed))
     }
 
     async fn presign(&self, key: &str, access: Access, ttl_seconds: u32) -> Result<Option<String>> {
         check_key(key)?;
-        let permissions = match access {
-            Access::Read => "r",
-            Access::Write => "cw",
-        };
-        let now = now_unix();
-        // Start a little in the past: clocks of client and service differ.
         // None with a SAS credential: it cannot sign; the component moves the bytes.
-        Ok(self.inner.container.sas_url(
+        Ok(azure_store::presign(
+            &self.inner.container,
             &self.blob_name(key),
-            permissions,
-            Some(now.saturating_sub(300)),
-            now + u64::from(ttl_seconds.max(1)),
+            matches!(access, Access::Write),
+            ttl_seconds,
+            now_unix(),
         ))
     }
-}
-
-fn header_text(headers: &reqwest::header::HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
 }

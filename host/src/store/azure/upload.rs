@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use blobcache_azure::layout::{self, BlockIds, PublishConflict};
-use blobcache_azure::ops::WriteProperties;
+use blobcache_azure::layout::BlockIds;
+use blobcache_azure::store::{self as azure_store, Finish, Finished, Options};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi::p2::{DynOutputStream, OutputStream, Pollable, StreamError, StreamResult};
 
-use super::{header_text, AzureStore, CallError};
+use super::{info, AzureStore};
 use crate::store::*;
 
 /// Block ids for a single-request upload.
@@ -42,22 +42,11 @@ fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(random)
 }
 
-/// Content type, metadata (with our verified digest, never a caller's) and condition.
-pub(super) fn write_properties(options: &WriteOptions, sha256: Option<&str>) -> WriteProperties {
-    layout::write_properties(
-        matches!(options.mode, WriteMode::CreateOnly),
-        options.if_match.as_deref(),
-        options.content_type.as_deref(),
-        &options.metadata,
-        sha256,
-    )
-}
-
 /// An upload in progress.
 pub(super) struct AzureWriter {
     store: AzureStore,
     blob: String,
-    options: WriteOptions,
+    options: Options,
     ids: BlockIds,
     state: Arc<Mutex<Option<UploadState>>>,
     slots: Arc<Semaphore>,
@@ -78,7 +67,7 @@ impl AzureWriter {
     pub(super) fn new(
         store: AzureStore,
         blob: String,
-        options: WriteOptions,
+        options: Options,
         ids: BlockIds,
     ) -> AzureWriter {
         let slots = Arc::new(Semaphore::new(store.inner.parallel_blocks));
@@ -104,45 +93,21 @@ impl AzureWriter {
     async fn send_last(&self, state: &mut UploadState, last: bool) -> Result<()> {
         let id = self.ids.id(state.sent.len(), last);
         let block = state.buffer.split().freeze();
-        let length = block.len() as u64;
-        let container = &self.store.inner.container;
-        self.store
-            .call(
-                |now| container.put_block(&self.blob, &id, length, now),
-                Some(block),
-            )
-            .await?;
+        self.put_block(&id, block).await?;
         state.sent.push(id);
         Ok(())
     }
 
-    /// After a publish answered with a conflict, decides whether the blob now
-    /// holds exactly what we wrote: a retried attempt may have been applied
-    /// before its answer was lost, or a concurrent upload of the same content won.
-    async fn resolve_conflict(
-        &self,
-        error: CallError,
-        ambiguous: bool,
-        sha256: &str,
-    ) -> Result<BlobInfo> {
-        let CallError::Service(e) = &error else {
-            return Err(error.into());
-        };
-        let conflict = layout::publish_conflict(e, ambiguous);
-        if conflict == PublishConflict::Final {
-            return Err(error.into());
-        }
-        if let Ok(info) = self.store.head_blob(&self.blob).await {
-            if info.sha256.as_deref() == Some(sha256) {
-                return Ok(info);
-            }
-        }
-        if conflict == PublishConflict::Replaced {
-            return Err(Error::Unavailable(
-                "a concurrent upload of this key replaced this one; retry".into(),
-            ));
-        }
-        Err(error.into())
+    async fn put_block(&self, id: &str, block: Bytes) -> Result<()> {
+        let length = block.len() as u64;
+        let container = &self.store.inner.container;
+        self.store
+            .call(
+                |now| container.put_block(&self.blob, id, length, now),
+                Some(block),
+            )
+            .await?;
+        Ok(())
     }
 }
 
@@ -285,51 +250,66 @@ impl BlobWriter for AzureWriter {
         if let Some(e) = failed(&state) {
             return Err(e);
         }
-        let sha256 = hex::encode(std::mem::take(&mut state.hasher).finalize());
         // Verified before anything becomes visible.
-        verify(&self.options, state.written, &sha256)?;
-        if !self.ids.publishes() {
-            if state.written == 0 {
-                return Err(Error::Invalid("an empty block cannot be staged".into()));
-            }
-            self.send_last(&mut state, true).await?;
-            return Ok(block_info(state.written, sha256));
-        }
-        let properties = write_properties(&self.options, Some(&sha256));
+        let hasher = std::mem::take(&mut state.hasher);
+        let finished = azure_store::finish(
+            &self.options,
+            &self.ids,
+            state.written,
+            hasher,
+            state.sent.len(),
+        )?;
+        let Finished {
+            plan,
+            sha256,
+            properties,
+        } = finished;
         let container = &self.store.inner.container;
-        let mut ambiguous = false;
-        let published = if state.sent.is_empty() {
-            // Small enough for one request.
-            let content = state.buffer.split().freeze();
-            let length = content.len() as u64;
-            self.store
-                .call_noting_retries(
-                    |now| container.put_blob(&self.blob, length, &properties, now),
-                    Some(content),
-                    &mut ambiguous,
-                )
-                .await
-        } else {
-            self.send_last(&mut state, true).await?;
-            let ids = state.sent.clone();
-            self.store
-                .call_noting_retries(
-                    |now| container.put_block_list(&self.blob, &ids, &properties, now),
-                    None,
-                    &mut ambiguous,
-                )
-                .await
+        let (published, maybe_applied) = match plan {
+            Finish::StageLast => {
+                // The caller's id rides on the name parts; the marked last part
+                // then completes the staging.
+                for name in self.ids.name_parts() {
+                    self.put_block(&name, Bytes::from_static(b"n")).await?;
+                }
+                self.send_last(&mut state, true).await?;
+                return Ok(block_info(state.written, sha256));
+            }
+            Finish::PutBlob => {
+                let content = state.buffer.split().freeze();
+                let length = content.len() as u64;
+                self.store
+                    .send(
+                        |now| container.put_blob(&self.blob, length, &properties, now),
+                        Some(content),
+                    )
+                    .await
+            }
+            Finish::PutBlockList => {
+                self.send_last(&mut state, true).await?;
+                let ids = state.sent.clone();
+                self.store
+                    .send(
+                        |now| container.put_block_list(&self.blob, &ids, &properties, now),
+                        None,
+                    )
+                    .await
+            }
         };
         match published {
-            Ok(response) => Ok(BlobInfo {
-                size: state.written,
-                etag: header_text(response.headers(), "etag"),
-                last_modified: now_unix(),
-                content_type: self.options.content_type.clone(),
-                sha256: Some(sha256),
-                metadata: self.options.metadata.clone(),
-            }),
-            Err(error) => self.resolve_conflict(error, ambiguous, &sha256).await,
+            Ok(response) => Ok(info(azure_store::published(
+                response.headers(),
+                state.written,
+                &self.options,
+                Some(&sha256),
+                now_unix(),
+            ))),
+            // A refused publish may be ours after all: the blob's digest decides.
+            Err(error) => {
+                let refused = azure_store::refused(error, maybe_applied)?;
+                let current = self.store.head_stored(&self.blob).await.ok();
+                Ok(info(refused.decide(current, &sha256)?))
+            }
         }
     }
 }

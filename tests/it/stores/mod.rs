@@ -1,0 +1,5 @@
+//! The store contract on every backend (one test per operation and store), and
+//! what only the Azure store shows (Azurite, Microsoft's SDK, faults).
+
+mod azure;
+mod contract;
