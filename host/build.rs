@@ -23,6 +23,8 @@ fn main() {
         "adapter/Cargo.toml",
         "azure/src",
         "azure/Cargo.toml",
+        "store-rules/src",
+        "store-rules/Cargo.toml",
         "wit",
         "Cargo.lock",
         ".cargo/config.toml",
