@@ -177,6 +177,9 @@ pub struct ListedBlob {
     pub etag: String,
     pub content_type: Option<String>,
     pub metadata: Vec<(String, String)>,
+    /// `CopyStatus`, for the destination of a Copy Blob: `pending`, `success`,
+    /// `aborted` or `failed`.
+    pub copy_status: Option<String>,
 }
 
 /// A page of List Blobs.
@@ -254,6 +257,7 @@ pub fn list_page(xml: &[u8]) -> Result<ListPage, AzureError> {
                     }
                     [.., "Properties", "Etag"] => blob.etag = text,
                     [.., "Properties", "Content-Type"] => blob.content_type = Some(text),
+                    [.., "Properties", "CopyStatus"] => blob.copy_status = Some(text),
                     [.., "Metadata", key] => blob.metadata.push((key.to_ascii_lowercase(), text)),
                     ["EnumerationResults", "NextMarker"] if !text.is_empty() => {
                         page.next_marker = Some(text)

@@ -99,54 +99,29 @@ impl Caller {
 }
 
 impl Tokens {
-    /// Parses the token configuration; the error names the line, never a secret.
+    /// Parses the token configuration. An error names the entry by its line (and
+    /// its place on the line, when `;` separates several) and the field at fault,
+    /// never what the field holds: a misordered entry could put a secret anywhere.
     pub fn parse(text: &str) -> Result<Tokens, String> {
         let mut tokens = Vec::new();
-        for (index, line) in text.split(['\n', ';']).enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
+        for (line_index, line) in text.lines().enumerate() {
+            let parts: Vec<&str> = line.split(';').collect();
+            for (part_index, part) in parts.iter().enumerate() {
+                let entry = match parts.len() {
+                    1 => format!("token entry on line {}", line_index + 1),
+                    _ => format!("token entry {} on line {}", part_index + 1, line_index + 1),
+                };
+                // `#` starts a comment only as a field of its own, so secrets
+                // may contain it.
+                let fields: Vec<&str> = part
+                    .split_whitespace()
+                    .take_while(|field| !field.starts_with('#'))
+                    .collect();
+                if fields.is_empty() {
+                    continue;
+                }
+                tokens.push(parse_entry(&fields).map_err(|why| format!("{entry}: {why}"))?);
             }
-            let entry = index + 1;
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [name, access, namespace, secret] = fields[..] else {
-                return Err(format!(
-                    "token entry {entry}: expected `name access namespace token`, found {} fields",
-                    fields.len()
-                ));
-            };
-            let access = match access {
-                "read" | "r" | "ro" => Access::Read,
-                "read-write" | "rw" | "write" => Access::ReadWrite,
-                other => {
-                    return Err(format!(
-                    "token entry {entry} ({name}): access {other:?} is not `read` or `read-write`"
-                ))
-                }
-            };
-            let namespace = match namespace {
-                "*" => None,
-                ns if !ns.is_empty() && ns.chars().all(crate::path::is_key_char) => {
-                    Some(ns.to_string())
-                }
-                ns => {
-                    return Err(format!(
-                    "token entry {entry} ({name}): namespace {ns:?} is not `*` or a path segment"
-                ))
-                }
-            };
-            let digest = match secret.strip_prefix("sha256:") {
-                Some(hex) => parse_digest(hex).ok_or_else(|| {
-                    format!("token entry {entry} ({name}): sha256: needs 64 hex digits")
-                })?,
-                None => Sha256::digest(secret.as_bytes()).into(),
-            };
-            tokens.push(Token {
-                name: name.to_string(),
-                access,
-                namespace,
-                digest,
-            });
         }
         Ok(Tokens(tokens))
     }
@@ -219,6 +194,54 @@ impl Tokens {
     }
 }
 
+/// One entry's four fields; the error says which field is wrong, not its value.
+fn parse_entry(fields: &[&str]) -> Result<Token, String> {
+    let [name, access, namespace, secret] = fields[..] else {
+        return Err(format!(
+            "expected 4 fields (name access namespace token), found {}",
+            fields.len()
+        ));
+    };
+    let access = match access {
+        "read" | "r" | "ro" => Access::Read,
+        "read-write" | "rw" | "write" => Access::ReadWrite,
+        _ => return Err("the access (field 2) is not `read` or `read-write`".into()),
+    };
+    let namespace = match namespace {
+        "*" => None,
+        ns if ns.chars().all(crate::path::is_key_char) && !is_ambiguous_namespace(ns) => {
+            Some(ns.to_string())
+        }
+        _ => {
+            return Err(
+                "the namespace (field 3) is not `*` or a path segment of 3 or more key \
+                 characters other than `ac` and `cas`"
+                    .into(),
+            )
+        }
+    };
+    let digest = match secret.strip_prefix("sha256:") {
+        Some(hex) => parse_digest(hex).ok_or("the token (field 4): sha256: needs 64 hex digits")?,
+        None => Sha256::digest(secret.as_bytes()).into(),
+    };
+    if digest == <[u8; 32]>::from(Sha256::digest(b"")) {
+        return Err("the token (field 4) is the SHA-256 of nothing: an empty token".into());
+    }
+    Ok(Token {
+        name: name.to_string(),
+        access,
+        namespace,
+        digest,
+    })
+}
+
+/// Namespaces that would collide with paths outside any namespace: ccache's
+/// `subdirs` layout puts keys under 2-character directories, and its `bazel`
+/// layout under `ac/` and `cas/`.
+fn is_ambiguous_namespace(namespace: &str) -> bool {
+    namespace.len() < 3 || namespace == "cas"
+}
+
 /// 401 with the challenges clients answer: Basic (token as password) and Bearer.
 pub fn unauthorized(reason: &str) -> Failure {
     Failure::new(Kind::Unauthorized, reason)
@@ -236,7 +259,11 @@ pub fn candidates(authorization: &str) -> Vec<String> {
         .unwrap_or((authorization, ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        return vec![rest.to_string()];
+        return [rest]
+            .iter()
+            .filter(|t| !t.is_empty())
+            .map(|t| t.to_string())
+            .collect();
     }
     if !scheme.eq_ignore_ascii_case("basic") {
         return Vec::new();
@@ -247,11 +274,12 @@ pub fn candidates(authorization: &str) -> Vec<String> {
     let Ok(text) = String::from_utf8(decoded) else {
         return Vec::new();
     };
-    match text.split_once(':') {
-        Some((user, "")) => vec![user.to_string()],
+    let candidates = match text.split_once(':') {
         Some((user, password)) => vec![password.to_string(), user.to_string()],
         None => vec![text],
-    }
+    };
+    // An empty secret is never a token, whatever the configuration says.
+    candidates.into_iter().filter(|c| !c.is_empty()).collect()
 }
 
 fn decode_base64_any(text: &str) -> Option<Vec<u8>> {
@@ -322,12 +350,55 @@ mod tests {
     #[test]
     fn configuration_errors_name_the_entry_not_the_secret() {
         let error = Tokens::parse("a rw * x y").unwrap_err();
-        assert!(error.contains("entry 1"), "{error}");
-        let error = Tokens::parse("a admin * topsecret").unwrap_err();
+        assert!(error.contains("line 1"), "{error}");
+        let error = Tokens::parse("# tokens\nok rw * fine; a admin * topsecret").unwrap_err();
+        assert!(error.contains("entry 2 on line 2"), "{error}");
         assert!(!error.contains("topsecret"), "{error}");
+        // A misordered entry must not echo whatever lands in a checked field.
+        let error = Tokens::parse("ci s3cr3t rw *").unwrap_err();
+        assert!(!error.contains("s3cr3t"), "{error}");
+        let error = Tokens::parse("ci rw s3cr3t/x *").unwrap_err();
+        assert!(!error.contains("s3cr3t"), "{error}");
         assert!(Tokens::parse("a rw a/b s").is_err());
         assert!(Tokens::parse("a rw * sha256:abc").is_err());
         assert!(Tokens::parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_hash_inside_a_secret_is_part_of_it() {
+        let tokens = Tokens::parse("a rw * Xy#9f # the CI token").unwrap();
+        let all = scope(Need::Write, None);
+        assert!(tokens.authorize(Some("Bearer Xy#9f"), all).is_ok());
+        assert!(tokens.authorize(Some("Bearer Xy"), all).is_err());
+        // A comment that cuts an entry short is an error, not a shorter secret.
+        assert!(Tokens::parse("a rw * #secret").is_err());
+    }
+
+    #[test]
+    fn empty_tokens_never_match() {
+        let empty_digest = format!(
+            "a rw * sha256:{}",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert!(Tokens::parse(&empty_digest).is_err());
+        let t = tokens();
+        let all = scope(Need::Read, None);
+        for header in ["Bearer ", "Bearer", "Basic Og==", "Basic "] {
+            assert_eq!(
+                t.authorize(Some(header), all).unwrap_err().status(),
+                401,
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn namespaces_that_collide_with_ccache_layouts_are_refused() {
+        for namespace in ["ab", "ac", "cas", "x"] {
+            let config = format!("t rw {namespace} secret");
+            assert!(Tokens::parse(&config).is_err(), "{namespace}");
+        }
+        assert!(Tokens::parse("t rw abc secret").is_ok());
     }
 
     #[test]

@@ -19,13 +19,25 @@ pub fn read(request: &Request, key: &str) -> Result<Response, Failure> {
         return Ok(Response::blob(200, &info, info.size, None));
     }
     let spec = match request.header("range").as_deref().map(range::parse) {
-        Some(Parsed::One(spec)) => spec,
-        None | Some(Parsed::Ignore) => {
+        Some(Parsed::One(spec)) if if_range_holds(request, key)? => spec,
+        _ => {
             let (info, content) = store::open(key, None)?;
             return Ok(Response::blob(200, &info, info.size, Some(content)));
         }
     };
     read_range(key, spec, true)
+}
+
+/// `If-Range`: a range of a blob the client no longer has is answered with the
+/// whole blob, so a resumed download never splices two versions together.
+fn if_range_holds(request: &Request, key: &str) -> Result<bool, Failure> {
+    let Some(validator) = request.header("if-range") else {
+        return Ok(true);
+    };
+    let info = store::head(key)?;
+    let validator = validator.trim();
+    Ok(validator == info.etag
+        || crate::http::http_date(info.last_modified).is_some_and(|date| date == validator))
 }
 
 fn read_range(key: &str, spec: RangeSpec, may_retry: bool) -> Result<Response, Failure> {
@@ -36,7 +48,10 @@ fn read_range(key: &str, spec: RangeSpec, may_retry: bool) -> Result<Response, F
     };
     let size = expected.as_ref().map_or(0, |info| info.size);
     let (start, length) = match (spec, spec.resolve(size)) {
-        (RangeSpec::From { first, last }, _) => (first, last.map(|last| last - first + 1)),
+        // `last` may be any number up to u64::MAX: past it, read to the end.
+        (RangeSpec::From { first, last }, _) => {
+            (first, last.and_then(|last| (last - first).checked_add(1)))
+        }
         (RangeSpec::Suffix(_), Some((start, end))) => (start, Some(end - start)),
         (RangeSpec::Suffix(_), None) => return Err(not_satisfiable(size)),
     };

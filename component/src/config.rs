@@ -4,25 +4,37 @@
 //! access tokens can come from Spin's secret providers.
 
 /// A setting: the Spin variable (Spin build), else the environment variable.
-fn setting(name: &str) -> Option<String> {
-    spin_variable(name)
-        .filter(|v| !v.is_empty())
-        .or_else(|| std::env::var(name).ok())
+/// A Spin variables provider that fails (a vault out of reach) is an error, not
+/// an unset setting: for the tokens that would open the server.
+fn setting(name: &str) -> Result<Option<String>, String> {
+    match spin_variable(name)? {
+        Some(value) if !value.is_empty() => Ok(Some(value)),
+        _ => Ok(std::env::var(name).ok()),
+    }
 }
 
 #[cfg(all(feature = "spin", target_arch = "wasm32"))]
-fn spin_variable(name: &str) -> Option<String> {
-    crate::bindings::fermyon::spin::variables::get(&name.to_ascii_lowercase()).ok()
+fn spin_variable(name: &str) -> Result<Option<String>, String> {
+    use crate::bindings::fermyon::spin::variables::{get, Error};
+    match get(&name.to_ascii_lowercase()) {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::Undefined(_)) => Ok(None),
+        Err(Error::InvalidName(why) | Error::Provider(why) | Error::Other(why)) => Err(format!(
+            "Spin variable {}: {why}",
+            name.to_ascii_lowercase()
+        )),
+    }
 }
 
 #[cfg(not(all(feature = "spin", target_arch = "wasm32")))]
-fn spin_variable(_name: &str) -> Option<String> {
-    None
+fn spin_variable(_name: &str) -> Result<Option<String>, String> {
+    Ok(None)
 }
 
 /// Largest blob accepted, from `BLOBCACHE_MAX_BLOB_SIZE` (bytes); none means no limit.
 pub fn max_blob_size() -> Option<u64> {
-    setting("BLOBCACHE_MAX_BLOB_SIZE")?
+    setting("BLOBCACHE_MAX_BLOB_SIZE")
+        .ok()??
         .parse()
         .ok()
         .filter(|n| *n > 0)
@@ -40,6 +52,8 @@ pub fn copy_uploads() -> bool {
 /// own (`wasmtime serve`, Spin) rely on it to free stalled uploads.
 pub fn body_stall_secs() -> u64 {
     setting("BLOBCACHE_BODY_STALL_SECS")
+        .ok()
+        .flatten()
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
         .unwrap_or(60)
@@ -48,7 +62,7 @@ pub fn body_stall_secs() -> u64 {
 /// The access tokens, from `BLOBCACHE_TOKENS` (see [`crate::auth`]); none
 /// configured means an open server.
 pub fn tokens() -> Result<crate::auth::Tokens, String> {
-    match setting("BLOBCACHE_TOKENS") {
+    match setting("BLOBCACHE_TOKENS")? {
         Some(text) => crate::auth::Tokens::parse(&text),
         None => Ok(crate::auth::Tokens::default()),
     }

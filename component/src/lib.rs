@@ -66,9 +66,8 @@ impl Guest for Component {
         let request = Request::new(request);
         let mut response = serve(&request);
         if request.is_head() {
-            if let Body::Bytes(_) = response.body {
-                response.body = Body::None;
-            }
+            // Whatever a handler built, HEAD gets the headers only.
+            response.body = Body::None;
         }
         response.send(out);
     }
@@ -79,10 +78,12 @@ impl Guest for Component {
 fn serve(request: &Request) -> Response {
     let (protocol, endpoint) = route::route(request.path_with_query());
     let result = endpoint.and_then(|endpoint| {
+        // Fails closed, and tells the operator's log, not the client, why.
         let tokens = config::tokens().map_err(|reason| {
+            eprintln!("blobcache: the access token configuration is unusable: {reason}");
             Failure::new(
                 Kind::Internal,
-                format!("the access token configuration is invalid: {reason}"),
+                "the access token configuration is unusable; see the server's log",
             )
         })?;
         // An open server never needs the header: skip the host call.

@@ -182,10 +182,17 @@ impl ServeArgs {
 }
 
 /// Access tokens as configured: the text the component parses, and how many.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct AccessTokens {
     pub text: String,
     pub count: usize,
+}
+
+/// Never the text: it may hold secrets.
+impl std::fmt::Debug for AccessTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AccessTokens({} configured)", self.count)
+    }
 }
 
 /// How to open a store, independent of the command line.

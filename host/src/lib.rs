@@ -1,13 +1,18 @@
 //! blobcache's native host: runs the cache component in wasmtime and binds its
 //! `blobcache:store` import to a native backend.
 //!
-//! - [`runtime`]: the engine, per-request instances, limits ([`limits`]).
-//! - [`server`]: the HTTP/1.1 server in front of the runtime.
-//! - [`store`]: the backends (`dir`, `memory`, `azure`) behind the WIT interface.
-//! - [`config`]: command-line and environment settings.
+//! What an embedder needs:
+//! - [`open_store`] with a [`StoreConfig`] opens a backend (or implement
+//!   [`store::Backend`] yourself: `store::dir::DirStore`, `store::memory::MemoryStore`
+//!   and `store::azure::AzureStore` are the built-in ones);
+//! - [`Runtime::new`] over that store with a [`RuntimeConfig`] (limits, the
+//!   component's settings such as `BLOBCACHE_TOKENS` in `component_env`);
+//! - [`Runtime::handle`] serves one hyper request with a fresh instance; the
+//!   response's [`runtime::ServedBy`] extension names the protocol;
+//! - [`server::serve`] is the HTTP/1.1 server `blobcache serve` runs.
 //!
-//! To serve cache requests from another hyper-based server, build a
-//! [`runtime::Runtime`] and call [`runtime::Runtime::handle`] for each request.
+//! `host/examples/edge_proxy.rs` embeds the runtime in another hyper server.
+//! The wasmtime bindings and the guest limits are internal.
 
 mod bindings;
 pub mod config;

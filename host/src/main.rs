@@ -40,11 +40,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tokens = args.tokens()?;
     let functions = functions_port()?;
     let listen = functions.unwrap_or(args.listen);
-    if tokens.count == 0 && !listen.ip().is_loopback() && !args.allow_open {
+    // Under Functions the platform exposes the loopback listener to the world.
+    let exposed = functions.is_some() || !listen.ip().is_loopback();
+    if tokens.count == 0 && exposed && !args.allow_open {
         anyhow::bail!(
-            "refusing to serve {listen} without access tokens: anyone who can reach it could \
+            "refusing to serve {listen}{} without access tokens: anyone who can reach it could \
              read, overwrite and delete every entry. Configure tokens (--tokens-file or \
-             BLOBCACHE_TOKENS), or pass --allow-open to serve an open cache on purpose"
+             BLOBCACHE_TOKENS), or pass --allow-open to serve an open cache on purpose",
+            if functions.is_some() {
+                " (behind Azure Functions)"
+            } else {
+                ""
+            }
         );
     }
     let backend = blobcache::open_store(&args.store_config()).await?;

@@ -29,7 +29,7 @@ use crate::store::SharedBackend;
 pub static COMPONENT_WASM: &[u8] = include_bytes!(env!("BLOBCACHE_COMPONENT_WASM"));
 
 /// How the component runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RuntimeConfig {
     /// Linear memory one request's instance may grow to.
     pub guest_memory: usize,
@@ -43,6 +43,21 @@ pub struct RuntimeConfig {
     pub compile_cache: Option<PathBuf>,
     /// A component to run instead of the built-in one (tests of the host's limits).
     pub component_override: Option<PathBuf>,
+}
+
+/// The component's settings by name only: their values may be secrets (tokens).
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let settings: Vec<&str> = self.component_env.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("RuntimeConfig")
+            .field("guest_memory", &self.guest_memory)
+            .field("guest_timeout", &self.guest_timeout)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("component_env", &settings)
+            .field("compile_cache", &self.compile_cache)
+            .field("component_override", &self.component_override)
+            .finish()
+    }
 }
 
 impl Default for RuntimeConfig {

@@ -184,13 +184,6 @@ fn ccache_presents_its_token(target: Target) {
     support::ccache::build_once(work.path(), &refused);
     let stored = work.path().join("local");
     assert_eq!(support::ccache::stat(&stored, "remote_storage_hit"), 0);
-    let listing = server.request(
-        "GET",
-        "/status",
-        &[("authorization", "Bearer ci-secret")],
-        Body::Empty,
-    );
-    assert_eq!(listing.status, 200);
 }
 
 #[test]
@@ -237,7 +230,7 @@ fn an_open_server_says_so_and_needs_a_flag_beyond_loopback() {
 #[test]
 fn a_bad_token_configuration_stops_the_start_without_naming_secrets() {
     let error = support::start_failure(&[], &[("BLOBCACHE_TOKENS", "ci admin * topsecret")]);
-    assert!(error.contains("entry 1"), "{error}");
+    assert!(error.contains("line 1"), "{error}");
     assert!(!error.contains("topsecret"), "{error}");
 
     let dir = tempfile::tempdir().unwrap();

@@ -107,13 +107,21 @@ impl Deref for Deployment {
 /// Container every Azure target stores in.
 pub const CONTAINER: &str = "blobcache";
 
+/// Whether `target` can run here; when it cannot, says so (and fails in CI).
+pub fn available(target: Target) -> bool {
+    let Some(missing) = target.missing_tool() else {
+        return true;
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("target {target:?} cannot run in CI: {missing}");
+    }
+    eprintln!("SKIPPED on {target:?}: {missing}");
+    false
+}
+
 /// Starts `target` with `settings`; none when its tool is missing (never in CI).
 pub fn deploy(target: Target, settings: &[(&str, &str)]) -> Option<Deployment> {
-    if let Some(missing) = target.missing_tool() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("target {target:?} cannot run in CI: {missing}");
-        }
-        eprintln!("SKIPPED on {target:?}: {missing}");
+    if !available(target) {
         return None;
     }
     let azurite = target.is_azure().then(|| {

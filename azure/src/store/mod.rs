@@ -206,10 +206,22 @@ pub struct Answer {
     pub body: Bytes,
 }
 
-/// What a blob's headers say of it.
+/// What a blob's headers say of it. The destination of a Copy Blob that is still
+/// running, or that failed, is not a published blob: it reads as absent.
 pub fn stored(headers: &http::HeaderMap) -> Result<StoredBlob, StoreError> {
+    let copy = headers
+        .get("x-ms-copy-status")
+        .and_then(|v| v.to_str().ok());
+    if copy.is_some_and(|status| !copy_succeeded(status)) {
+        return Err(StoreError::NotFound);
+    }
     let properties = response::properties(headers).map_err(|e| StoreError::Other(e.to_string()))?;
     Ok(StoredBlob::from(properties))
+}
+
+/// Whether a copy status means the content is all there.
+fn copy_succeeded(status: &str) -> bool {
+    status.eq_ignore_ascii_case("success")
 }
 
 /// A byte range as `(offset, length)`.
@@ -279,6 +291,7 @@ pub fn list_page(prefix: &str, xml: &[u8]) -> Result<Listed, StoreError> {
     let entries = page
         .blobs
         .into_iter()
+        .filter(|blob| blob.copy_status.as_deref().is_none_or(copy_succeeded))
         .filter_map(|blob| {
             let key = layout::listed_key(prefix, &blob.name)?.to_string();
             Some((key, StoredBlob::from(blob)))
@@ -440,5 +453,49 @@ impl Refused {
             ));
         }
         Err(self.error.into())
+    }
+}
+
+#[cfg(test)]
+mod copy_visibility_tests {
+    use super::*;
+
+    fn headers(copy_status: Option<&str>) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("content-length", "5".parse().unwrap());
+        headers.insert("etag", "\"0x1\"".parse().unwrap());
+        headers.insert(
+            "last-modified",
+            "Thu, 26 Nov 2026 12:00:00 GMT".parse().unwrap(),
+        );
+        if let Some(status) = copy_status {
+            headers.insert("x-ms-copy-status", status.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_copy_destination_is_published_only_once_the_copy_succeeded() {
+        assert!(stored(&headers(None)).is_ok());
+        assert!(stored(&headers(Some("success"))).is_ok());
+        for status in ["pending", "failed", "aborted"] {
+            assert_eq!(
+                stored(&headers(Some(status))).unwrap_err(),
+                StoreError::NotFound,
+                "{status}"
+            );
+        }
+        let xml = b"<EnumerationResults><Blobs>\
+            <Blob><Name>a</Name><Properties><Content-Length>1</Content-Length><CopyStatus>pending</CopyStatus></Properties></Blob>\
+            <Blob><Name>b</Name><Properties><Content-Length>1</Content-Length><CopyStatus>success</CopyStatus></Properties></Blob>\
+            <Blob><Name>c</Name><Properties><Content-Length>1</Content-Length></Properties></Blob>\
+            </Blobs></EnumerationResults>";
+        let keys: Vec<String> = list_page("", xml)
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(keys, ["b", "c"]);
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::{eventually, free_port, repo_root, sha256_hex, Azurite, Body, Server};
+use crate::support::{self, eventually, free_port, repo_root, sha256_hex, Azurite, Body, Server};
 
 fn template(path: &str) -> serde_json::Value {
     let text =
@@ -51,6 +51,16 @@ fn runs_as_a_custom_handler() {
     }
     let port = free_port();
     env.push(("FUNCTIONS_CUSTOMHANDLER_PORT".into(), port.to_string()));
+    // Functions exposes the loopback listener to the world: without tokens the
+    // handler refuses to start.
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refused = support::start_failure_listening("127.0.0.1:0", &args, &env_refs);
+    assert!(refused.contains("behind Azure Functions"), "{refused}");
+    // An app setting gives the tokens.
+    env.push((
+        "BLOBCACHE_TOKENS".into(),
+        "builders read-write * functions-secret".into(),
+    ));
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = Server::start_with_env(&args, &env_refs);
     assert_eq!(
@@ -65,8 +75,11 @@ fn runs_as_a_custom_handler() {
         .status
         == 200));
 
-    // Proxied requests keep their path and gain the host's forwarding headers.
+    // Proxied requests keep their path and the public Host, and gain the host's
+    // forwarding headers.
     let forwarded = [
+        ("host", "blobcache-app.azurewebsites.net"),
+        ("authorization", "Bearer functions-secret"),
         ("x-forwarded-for", "203.0.113.7:51234"),
         ("x-forwarded-proto", "https"),
         ("x-original-url", "/cas/x"),
@@ -90,6 +103,8 @@ fn runs_as_a_custom_handler() {
             .status,
         404
     );
+    let anonymous = server.request("GET", &format!("/cas/{hash}"), &forwarded[2..], Body::Empty);
+    assert_eq!(anonymous.status, 401);
     let status: serde_json::Value = serde_json::from_slice(&server.get("/status").body).unwrap();
     assert_eq!(status["store"]["kind"], "azure");
 }

@@ -2,6 +2,6 @@
 //! through [`crate::targets`].
 
 mod azure_functions;
+mod components;
 mod deploy_targets;
 mod spin_like;
-mod wasmtime_serve;

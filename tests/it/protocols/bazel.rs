@@ -143,6 +143,40 @@ fn ranges(target: Target) {
         assert_eq!(refused.status, 416, "{past}: {}", refused.text());
         assert_eq!(refused.header("content-range"), Some("bytes */1000"));
     }
+    let huge = get("bytes=0-18446744073709551615");
+    assert_eq!(huge.status, 206, "{}", huge.text());
+    assert_eq!(huge.header("content-range"), Some("bytes 0-999/1000"));
+    assert!(huge.body == content);
+
+    // If-Range: a range of the version the client has, else the whole blob.
+    let etag = server.head(&path).header("etag").unwrap().to_string();
+    let same = server.request(
+        "GET",
+        &path,
+        &[("range", "bytes=0-9"), ("if-range", &etag)],
+        Body::Empty,
+    );
+    assert_eq!(same.status, 206);
+    let changed = server.request(
+        "GET",
+        &path,
+        &[("range", "bytes=0-9"), ("if-range", "\"another version\"")],
+        Body::Empty,
+    );
+    assert_eq!(changed.status, 200);
+    assert!(changed.body == content);
+
+    // HEAD sends no body: the next answer on the same connection is intact.
+    let mut connection = Connection::open(&server.addr);
+    connection.send("HEAD", &path, &[("range", "bytes=0-9")], Body::Empty);
+    let head = connection.receive(true).collect();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("1000"));
+    connection.send("GET", &path, &[], Body::Empty);
+    let after = connection.receive(false).collect();
+    assert_eq!(after.status, 200);
+    assert!(after.body == content);
+
     // Several ranges, or another unit, are answered with the whole blob.
     for ignored in ["bytes=0-1,5-6", "items=0-1"] {
         let whole = get(ignored);

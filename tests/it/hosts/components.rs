@@ -1,56 +1,76 @@
-//! The composed component (cache + Azure store component, `target/wasm/blobcache.wasm`)
-//! running under `wasmtime serve` against Azurite: no blobcache host involved,
-//! only WASI imports satisfied by wasmtime. The protocol scenarios run here too
-//! (the `wasmtime_serve` target); these are what only this host shows: a large
-//! blob with wasmtime's memory bounded, Azure faults, a SAS, stalled uploads.
+//! The composed component (cache + Azure store component) on hosts other than
+//! blobcache's own: `target/wasm/blobcache.wasm` under `wasmtime serve` and
+//! `target/wasm/blobcache-spin.wasm` under the real Spin (`spin up` of the
+//! committed `spin.toml`), against Azurite; only WASI (and Spin's variables)
+//! satisfied by the host. The protocol scenarios run on both as targets; these
+//! are what only such hosts show: a large blob with the host's memory bounded,
+//! Azure faults through the fault proxy, a SAS, stalled uploads.
 
-use crate::support;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::support::fault_proxy::{Fault, FaultProxy};
-use crate::support::{Azurite, Body, Connection, Server};
+use crate::support::{self, Azurite, Body, Connection, Server};
+use crate::targets::Target;
 
 const CONTAINER: &str = "served";
 
-fn composed() -> &'static Path {
-    Path::new(env!("BLOBCACHE_WASM"))
+/// The composed component on `target`'s host, with `settings` (environment
+/// variable names; Spin gets them as `SPIN_VARIABLE_*`) and outbound requests
+/// allowed to `127.0.0.1:port` (Azurite, or the fault proxy in front of it).
+fn start(target: Target, settings: &[(&str, &str)], port: u16) -> Option<Server> {
+    if !crate::targets::available(target) {
+        return None;
+    }
+    Some(match target {
+        Target::WasmtimeServe => {
+            Server::wasmtime_serve(Path::new(env!("BLOBCACHE_WASM")), settings)
+        }
+        Target::Spin => {
+            let outbound = format!("http://127.0.0.1:{port}");
+            let mut variables = settings.to_vec();
+            variables.push(("AZURE_OUTBOUND_HOST", &outbound));
+            Server::spin_up(&variables)
+        }
+        other => panic!("{other:?} is not a host of the composed component"),
+    })
 }
 
-/// The composed component on `wasmtime serve`, storing into `container` on Azurite.
-fn serve(azurite: &Azurite, container: &str, extra: &[(&str, &str)]) -> Server {
+/// The composed component storing into [`CONTAINER`] on `azurite`.
+fn serve(target: Target, azurite: &Azurite, extra: &[(&str, &str)]) -> Option<Server> {
+    azurite.create_container(CONTAINER);
     let connection = azurite.connection_string();
     let mut env = vec![
         ("AZURE_STORAGE_CONNECTION_STRING", connection.as_str()),
-        ("BLOBCACHE_AZURE_CONTAINER", container),
+        ("BLOBCACHE_AZURE_CONTAINER", CONTAINER),
     ];
     env.extend_from_slice(extra);
-    Server::wasmtime_serve(composed(), &env)
+    start(target, &env, azurite.port)
 }
 
-#[test]
-fn a_large_blob_streams_through_with_bounded_memory() {
+on_targets!(a_large_blob_streams_through_with_bounded_memory: wasmtime_serve, spin);
+fn a_large_blob_streams_through_with_bounded_memory(target: Target) {
     const SIZE: u64 = 512 << 20;
-    /// Peak resident memory of the whole wasmtime process.
+    /// Peak resident memory of the whole host process.
     const RSS_LIMIT: u64 = 200 << 20;
     let azurite = Azurite::start();
-    azurite.create_container(CONTAINER);
-    let server = serve(&azurite, CONTAINER, &[]);
+    let Some(server) = serve(target, &azurite, &[]) else {
+        return;
+    };
     let peak = support::large_round_trip(&server, SIZE, 11);
-    eprintln!(
-        "512 MiB through wasmtime serve: peak RSS {} MiB",
-        peak >> 20
-    );
+    eprintln!("512 MiB through {target:?}: peak RSS {} MiB", peak >> 20);
     assert!(
         peak < RSS_LIMIT,
-        "wasmtime serve peaked at {} MiB moving 512 MiB",
+        "{target:?} peaked at {} MiB moving 512 MiB",
         peak >> 20
     );
 }
 
 #[test]
 fn a_missing_setting_is_named_in_the_answer() {
-    let server = Server::wasmtime_serve(composed(), &[]);
+    let Some(server) = start(Target::WasmtimeServe, &[], 0) else {
+        return;
+    };
     let response = server.get(&format!("/cas/{}", "1".repeat(64)));
     assert_eq!(response.status, 500, "{}", response.text());
     assert!(
@@ -61,54 +81,61 @@ fn a_missing_setting_is_named_in_the_answer() {
 }
 
 /// The composed component with Azurite behind the fault-injecting proxy.
-fn serve_behind(azurite: &Azurite, proxy: &FaultProxy) -> Server {
+fn serve_behind(target: Target, azurite: &Azurite, proxy: &FaultProxy) -> Option<Server> {
     azurite.create_container(CONTAINER);
     let connection = format!(
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint={};",
         blobcache_azure::account::DEV_KEY,
         proxy.endpoint()
     );
-    Server::wasmtime_serve(
-        composed(),
+    start(
+        target,
         &[
             ("AZURE_STORAGE_CONNECTION_STRING", &connection),
             ("BLOBCACHE_AZURE_CONTAINER", CONTAINER),
             ("BLOBCACHE_AZURE_BLOCK_SIZE", "1048576"),
         ],
+        proxy.port,
     )
 }
 
+on_targets!(the_store_component_retries_transient_faults: wasmtime_serve, spin);
 /// The first attempt of every distinct request fails in one of Azure's ways;
 /// the store component's retries get through, as the native host's do.
-#[test]
-fn the_store_component_retries_transient_faults() {
+fn the_store_component_retries_transient_faults(target: Target) {
     let azurite = Azurite::start();
     let proxy = FaultProxy::start(azurite.port);
-    let server = serve_behind(&azurite, &proxy);
+    let Some(server) = serve_behind(target, &azurite, &proxy) else {
+        return;
+    };
     // 5 MiB in 1 MiB blocks: five Put Blocks and a Put Block List, each failing once.
     let big = support::noise(3, 5 << 20);
     support::fault_proxy::check_transient_faults(&server, &proxy, &big, false);
 }
 
+on_targets!(permanent_faults_give_clean_errors_and_publish_nothing: wasmtime_serve, spin);
 /// When Azure keeps failing: a clean 503 naming the cause, nothing partial ever
 /// readable, and the server keeps serving.
-#[test]
-fn permanent_faults_give_clean_errors_and_publish_nothing() {
+fn permanent_faults_give_clean_errors_and_publish_nothing(target: Target) {
     let azurite = Azurite::start();
     let proxy = FaultProxy::start(azurite.port);
-    let server = serve_behind(&azurite, &proxy);
+    let Some(server) = serve_behind(target, &azurite, &proxy) else {
+        return;
+    };
     let big = support::noise(4, 3 << 20);
     support::fault_proxy::check_permanent_faults(&server, &proxy, &big);
 }
 
+on_targets!(a_download_cut_mid_body_fails_the_response_visibly: wasmtime_serve, spin);
 /// A download cut mid-body is not resumed by the store component: the client's
 /// response is cut too (never a complete-looking short body), and the next
 /// request gets the whole blob.
-#[test]
-fn a_download_cut_mid_body_fails_the_response_visibly() {
+fn a_download_cut_mid_body_fails_the_response_visibly(target: Target) {
     let azurite = Azurite::start();
     let proxy = FaultProxy::start(azurite.port);
-    let server = serve_behind(&azurite, &proxy);
+    let Some(server) = serve_behind(target, &azurite, &proxy) else {
+        return;
+    };
     let content = support::noise(6, 2 << 20);
     assert_eq!(server.put("/ccache/cut", &content).status, 200);
     let mut cut_once = false;
@@ -133,13 +160,14 @@ fn a_download_cut_mid_body_fails_the_response_visibly() {
 /// every operation works; a tampered SAS is refused by Azure and stores nothing.
 #[test]
 fn a_container_sas_works_instead_of_the_account_key() {
+    let target = Target::WasmtimeServe;
     let azurite = Azurite::start();
     azurite.create_container("sas");
     let sas = azurite.container_sas("sas", "racwdl");
     let endpoint = azurite.endpoint();
     let with_sas = |token: &str| {
-        Server::wasmtime_serve(
-            composed(),
+        start(
+            target,
             &[
                 ("AZURE_STORAGE_ACCOUNT", "devstoreaccount1"),
                 ("AZURE_STORAGE_SAS_TOKEN", token),
@@ -147,9 +175,12 @@ fn a_container_sas_works_instead_of_the_account_key() {
                 ("BLOBCACHE_AZURE_CONTAINER", "sas"),
                 ("BLOBCACHE_AZURE_BLOCK_SIZE", "65536"),
             ],
+            azurite.port,
         )
     };
-    let server = with_sas(&sas);
+    let Some(server) = with_sas(&sas) else {
+        return;
+    };
     let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     let cas = format!("/cas/{}", support::sha256_hex(&blob));
     assert_eq!(server.get(&cas).status, 404);
@@ -160,7 +191,7 @@ fn a_container_sas_works_instead_of_the_account_key() {
     assert_eq!(server.delete("/ccache/ab/none").status, 404);
 
     let tampered = sas.replace("sig=", "sig=x");
-    let refused = with_sas(&tampered);
+    let refused = with_sas(&tampered).unwrap();
     let other = b"never stored";
     let path = format!("/cas/{}", support::sha256_hex(other));
     let put = refused.put(&path, other);
@@ -191,13 +222,15 @@ fn a_container_sas_works_instead_of_the_account_key() {
     assert_eq!(server.get(&blocks).status, 404);
 }
 
-/// `wasmtime serve` has no watchdog: an upload whose client stops sending is
-/// ended by the component's own stall deadline, with a 400 and nothing stored.
-#[test]
-fn a_stalled_upload_is_ended_and_stores_nothing() {
+on_targets!(a_stalled_upload_is_ended_and_stores_nothing: wasmtime_serve, spin);
+/// `wasmtime serve` and Spin have no watchdog: an upload whose client stops
+/// sending is ended by the component's own stall deadline, with a 400 and
+/// nothing stored.
+fn a_stalled_upload_is_ended_and_stores_nothing(target: Target) {
     let azurite = Azurite::start();
-    azurite.create_container(CONTAINER);
-    let server = serve(&azurite, CONTAINER, &[("BLOBCACHE_BODY_STALL_SECS", "2")]);
+    let Some(server) = serve(target, &azurite, &[("BLOBCACHE_BODY_STALL_SECS", "2")]) else {
+        return;
+    };
     let path = format!("/ac/{}", "9f".repeat(32));
     let mut connection = Connection::open(&server.addr);
     connection.write_raw(
