@@ -1,13 +1,13 @@
 //! blobcache's integration tests: one binary, organised by feature. Each
 //! scenario is written once and run on every target it applies to
 //! ([`targets`]: the native host with each store, the composed component under
-//! `wasmtime serve`, the Spin build on a Spin-like host).
+//! `wasmtime serve`, the Spin build under the real Spin).
 //!
 //! - [`protocols`]: one file of scenarios per protocol;
 //! - [`access`]: access tokens, and the host's guards;
 //! - [`robustness`], [`large_blobs`]: the native host's limits and streaming;
 //! - [`stores`]: the store contract per operation on every backend, and Azure;
-//! - [`hosts`]: what only one host shows (faults through `wasmtime serve`, the
+//! - [`hosts`]: what only one host shows (faults under `wasmtime serve` and Spin, the
 //!   Functions custom handler, the deployment worlds, Spin variables);
 //! - [`support`]: starting servers and peers, speaking raw HTTP/1.1.
 

@@ -9,7 +9,6 @@
 //! | `azure` | the `blobcache` binary | Azure, on Azurite |
 //! | `wasmtime_serve` | `wasmtime serve`, the composed component | the Azure store component, on Azurite |
 //! | `spin` | the real Spin (`spin up` of the repository's `spin.toml`), settings as `SPIN_VARIABLE_*` | the Azure store component, on Azurite |
-//! | `spin_like` | a Spin-like host in the test process, the Spin build, settings as Spin variables | the Azure store component, on Azurite |
 //!
 //! Settings are given as the environment variables the README documents
 //! (`BLOBCACHE_TOKENS`, `BLOBCACHE_MAX_BLOB_SIZE`, ...); each target passes
@@ -32,7 +31,6 @@ pub enum Target {
     Azure,
     WasmtimeServe,
     Spin,
-    SpinLike,
 }
 
 impl Target {
@@ -44,17 +42,13 @@ impl Target {
             "azure" => Target::Azure,
             "wasmtime_serve" => Target::WasmtimeServe,
             "spin" => Target::Spin,
-            "spin_like" => Target::SpinLike,
             other => panic!("no target {other}"),
         }
     }
 
     /// Whether the store is Azure (on Azurite).
     pub fn is_azure(self) -> bool {
-        matches!(
-            self,
-            Target::Azure | Target::WasmtimeServe | Target::Spin | Target::SpinLike
-        )
+        matches!(self, Target::Azure | Target::WasmtimeServe | Target::Spin)
     }
 
     /// Whether the host is the `blobcache` binary (with its own limits and logs).
@@ -147,15 +141,6 @@ pub fn deploy(target: Target, settings: &[(&str, &str)]) -> Option<Deployment> {
             env.push(("AZURE_OUTBOUND_HOST", &outbound));
             Server::spin_up(&env)
         }
-        Target::SpinLike => {
-            let variables: Vec<(String, &str)> = env
-                .iter()
-                .map(|(name, value)| (name.to_ascii_lowercase(), *value))
-                .collect();
-            let variables: Vec<(&str, &str)> =
-                variables.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-            support::spin_like::serve(&variables)
-        }
     };
     Some(Deployment {
         server,
@@ -181,6 +166,6 @@ macro_rules! on_targets {
 /// [`on_targets!`] on every target.
 macro_rules! on_every_target {
     ($scenario:ident) => {
-        on_targets!($scenario: dir, memory, copy_path, azure, wasmtime_serve, spin, spin_like);
+        on_targets!($scenario: dir, memory, copy_path, azure, wasmtime_serve, spin);
     };
 }

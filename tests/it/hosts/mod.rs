@@ -4,4 +4,4 @@
 mod azure_functions;
 mod components;
 mod deploy_targets;
-mod spin_like;
+mod spin;

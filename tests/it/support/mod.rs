@@ -13,12 +13,11 @@ use sha2::{Digest, Sha256};
 
 pub mod ccache;
 pub mod fault_proxy;
-pub mod spin_like;
 pub mod store_component;
 
 /// A running server of the component, stopped on drop.
 pub struct Server {
-    process: Process,
+    process: Child,
     pub addr: String,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
@@ -76,7 +75,7 @@ impl Server {
         };
         Server {
             addr: addr.to_string(),
-            process: Process::Child(child),
+            process: child,
             log,
             _dir: dir,
             store_dir,
@@ -118,7 +117,7 @@ impl Server {
             );
         };
         Server {
-            process: Process::Child(child),
+            process: child,
             addr,
             log,
             store_dir: dir.path().join("no-local-store"),
@@ -169,30 +168,11 @@ impl Server {
             );
         }
         Server {
-            process: Process::Child(child),
+            process: child,
             addr,
             log,
             store_dir: dir.path().join("no-local-store"),
             _dir: dir,
-        }
-    }
-
-    /// A server running inside this test process on `runtime` (stopped with it).
-    pub fn in_process(addr: String, runtime: tokio::runtime::Runtime) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        Server {
-            process: Process::InProcess(Some(runtime)),
-            addr,
-            log: dir.path().join("no-log"),
-            store_dir: dir.path().join("no-local-store"),
-            _dir: dir,
-        }
-    }
-
-    fn child(&self) -> &Child {
-        match &self.process {
-            Process::Child(child) => child,
-            Process::InProcess(_) => panic!("this server runs inside the test process"),
         }
     }
 
@@ -227,7 +207,7 @@ impl Server {
     /// Peak resident memory of the server process, in bytes.
     pub fn peak_rss(&self) -> u64 {
         let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child().id())).unwrap();
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.id())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
         let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kib * 1024
@@ -238,10 +218,7 @@ impl Server {
     }
 
     pub fn is_running(&mut self) -> bool {
-        match &mut self.process {
-            Process::Child(child) => child.try_wait().unwrap().is_none(),
-            Process::InProcess(runtime) => runtime.is_some(),
-        }
+        self.process.try_wait().unwrap().is_none()
     }
 
     /// Blobs the store holds (memory store: from /status; dir store: blob files).
@@ -272,26 +249,10 @@ impl Server {
     }
 }
 
-/// What a [`Server`] runs as.
-enum Process {
-    Child(Child),
-    /// Tasks on a runtime of the test process.
-    InProcess(Option<tokio::runtime::Runtime>),
-}
-
 impl Drop for Server {
     fn drop(&mut self) {
-        match &mut self.process {
-            Process::Child(child) => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            Process::InProcess(runtime) => {
-                if let Some(runtime) = runtime.take() {
-                    runtime.shutdown_background();
-                }
-            }
-        }
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
