@@ -71,4 +71,8 @@ say "Lints (cargo clippy, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
 say "Unit and integration tests (release build: the tests move gigabytes)"
-cargo test --release --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --release --workspace 2>&1 | tee "$log"
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "\nall test binaries: %d passed, %d failed\n", passed, failed }' "$log"

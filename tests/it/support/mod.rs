@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,7 +59,10 @@ impl Server {
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = command.spawn().expect("starting blobcache");
+        let mut child = command
+            .process_group(0)
+            .spawn()
+            .expect("starting blobcache");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
@@ -97,7 +101,10 @@ impl Server {
             .arg(component)
             .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = command.spawn().expect("starting wasmtime serve");
+        let mut child = command
+            .process_group(0)
+            .spawn()
+            .expect("starting wasmtime serve");
         // It compiles the component first, then names its address.
         let mut addr = None;
         eventually(Duration::from_secs(180), || {
@@ -151,7 +158,7 @@ impl Server {
         command
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(dir.path().join("spin.err")).unwrap());
-        let mut child = command.spawn().expect("starting spin up");
+        let mut child = command.process_group(0).spawn().expect("starting spin up");
         let addr = format!("127.0.0.1:{port}");
         let started = eventually(Duration::from_secs(120), || {
             std::fs::read_to_string(&log)
@@ -204,13 +211,22 @@ impl Server {
         connection.receive(method == "HEAD").collect()
     }
 
-    /// Peak resident memory of the server process, in bytes.
+    /// Peak resident memory of the server, in bytes: the sum of the peaks of its
+    /// process and every descendant (`spin up` serves from a child process).
     pub fn peak_rss(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.process.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib * 1024
+        process_tree(self.process.id())
+            .into_iter()
+            .map(|pid| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                status
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    * 1024
+            })
+            .sum()
     }
 
     pub fn log_text(&self) -> String {
@@ -251,9 +267,36 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Servers run in a process group of their own: stopping the group also
+        // stops what they started (`spin up`'s trigger process).
+        // SAFETY: kill(2) with a negative pid signals that process group only.
+        unsafe { libc::kill(-(self.process.id() as i32), libc::SIGKILL) };
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
+}
+
+/// `pid` and all its descendants.
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut tree = vec![pid];
+    let mut index = 0;
+    while index < tree.len() {
+        let parent = tree[index];
+        let tasks = std::fs::read_dir(format!("/proc/{parent}/task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            tree.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+        index += 1;
+    }
+    tree
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
