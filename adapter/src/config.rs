@@ -87,7 +87,7 @@ impl Settings {
 /// The Spin variable for a setting: its name in lowercase.
 #[cfg(feature = "spin")]
 fn spin_variable(name: &str) -> Option<String> {
-    crate::bindings::fermyon::spin::variables::get(&name.to_ascii_lowercase()).ok()
+    spin_sdk::variables::get(&name.to_ascii_lowercase()).ok()
 }
 
 #[cfg(not(feature = "spin"))]

@@ -46,10 +46,7 @@ macro_rules! bindings_for {
 
 #[allow(clippy::all, missing_docs)]
 pub mod bindings {
-    #[cfg(not(feature = "spin"))]
     bindings_for!("blobcache:store/azure-store");
-    #[cfg(feature = "spin")]
-    bindings_for!("blobcache:store/azure-store-spin");
 }
 
 pub use bindings::exports::blobcache::store::types::{

@@ -15,7 +15,7 @@ fn setting(name: &str) -> Result<Option<String>, String> {
 
 #[cfg(all(feature = "spin", target_arch = "wasm32"))]
 fn spin_variable(name: &str) -> Result<Option<String>, String> {
-    use crate::bindings::fermyon::spin::variables::{get, Error};
+    use spin_sdk::variables::{get, Error};
     match get(&name.to_ascii_lowercase()) {
         Ok(value) => Ok(Some(value)),
         Err(Error::Undefined(_)) => Ok(None),

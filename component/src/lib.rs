@@ -45,10 +45,7 @@ macro_rules! bindings_for {
 
 #[allow(clippy::all, missing_docs)]
 pub mod bindings {
-    #[cfg(not(feature = "spin"))]
     bindings_for!("blobcache:store/cache");
-    #[cfg(feature = "spin")]
-    bindings_for!("blobcache:store/cache-spin");
 }
 
 use bindings::exports::wasi::http::incoming_handler::Guest;
