@@ -197,24 +197,7 @@ fn raw_status(
     azurite: &Azurite,
     build: impl Fn(&blobcache_azure::Container) -> blobcache_azure::Operation,
 ) -> (u16, String) {
-    let account =
-        blobcache_azure::Account::from_connection_string(&azurite.connection_string()).unwrap();
-    let container = blobcache_azure::Container::new(account, CONTAINER).unwrap();
-    let request = build(&container).request;
-    let headers: Vec<(String, String)> = request
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
-        .collect();
-    let pairs: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    let path = request.uri().path_and_query().unwrap().as_str();
-    let mut connection = Connection::open(request.uri().authority().unwrap().as_str());
-    connection.send(request.method().as_str(), path, &pairs, Body::Empty);
-    let response = connection.receive(request.method() == "HEAD").collect();
-    (response.status, response.text())
+    azurite.signed(build, CONTAINER)
 }
 
 /// Staged blocks live on the key's staging blob until a commit, never on the key's

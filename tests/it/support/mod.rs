@@ -427,11 +427,24 @@ fn answers_as_azurite(port: u16) -> bool {
 impl Azurite {
     /// Creates a container with a Shared Key signed request of our own.
     pub fn create_container(&self, name: &str) {
+        let (status, text) = self.signed(
+            |container| container.create_container(std::time::SystemTime::now()),
+            name,
+        );
+        assert_eq!(status, 201, "{text}");
+    }
+
+    /// Sends the signed request `build` makes for `container` straight to
+    /// Azurite (no body); its status and text.
+    pub fn signed(
+        &self,
+        build: impl Fn(&blobcache_azure::Container) -> blobcache_azure::Operation,
+        container: &str,
+    ) -> (u16, String) {
         let account =
             blobcache_azure::Account::from_connection_string(&self.connection_string()).unwrap();
-        let container = blobcache_azure::Container::new(account, name).unwrap();
-        let operation = container.create_container(std::time::SystemTime::now());
-        let request = operation.request;
+        let container = blobcache_azure::Container::new(account, container).unwrap();
+        let request = build(&container).request;
         let headers: Vec<(String, String)> = request
             .headers()
             .iter()
@@ -443,9 +456,9 @@ impl Azurite {
             .collect();
         let path = request.uri().path_and_query().unwrap().as_str();
         let mut connection = Connection::open(&format!("127.0.0.1:{}", self.port));
-        connection.send("PUT", path, &pairs, Body::Empty);
-        let response = connection.receive(false).collect();
-        assert_eq!(response.status, 201, "{}", response.text());
+        connection.send(request.method().as_str(), path, &pairs, Body::Empty);
+        let response = connection.receive(request.method() == "HEAD").collect();
+        (response.status, response.text())
     }
 }
 
