@@ -58,11 +58,15 @@ pub async fn serve(
                         "this server listens on loopback and answers only loopback Host names\n",
                     ));
                 }
-                let method = request.method().clone();
-                let uri = request.uri().path().to_string();
+                // Only when debug logging is on: nothing is copied per request otherwise.
+                let logged = tracing::enabled!(tracing::Level::DEBUG)
+                    .then(|| (request.method().clone(), request.uri().path().to_string()));
                 let response = runtime.handle(request).await;
-                let protocol = response.extensions().get::<ServedBy>().map_or("-", |p| p.0);
-                tracing::debug!(%method, uri, status = response.status().as_u16(), protocol, "request");
+                if let Some((method, uri)) = logged {
+                    let protocol = response.extensions().get::<ServedBy>().map_or("-", |p| p.0);
+                    let status = response.status().as_u16();
+                    tracing::debug!(%method, uri, status, protocol, "request");
+                }
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
