@@ -66,16 +66,42 @@ impl Need {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scope<'a> {
     pub need: Need,
-    /// The namespace the request addresses; none for paths outside any.
-    pub namespace: Option<&'a str>,
+    pub namespace: Namespace<'a>,
 }
 
-impl Scope<'_> {
+/// Where the namespace of a request comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Namespace<'a> {
+    /// The path names it; none for paths outside any namespace.
+    Path(Option<&'a str>),
+    /// The protocol's paths cannot carry one (Nx's fixed `/v1/cache/<hash>`):
+    /// a namespaced token works in its own namespace, any other token (or an
+    /// open server) outside every namespace. See [`Caller::namespace`].
+    OfToken,
+}
+
+impl<'a> Scope<'a> {
     /// Open to everyone, tokens or not.
     pub const OPEN: Scope<'static> = Scope {
         need: Need::Nothing,
-        namespace: None,
+        namespace: Namespace::Path(None),
     };
+
+    /// `need` in the namespace the path names (`None`: outside any).
+    pub fn in_path(need: Need, namespace: Option<&'a str>) -> Scope<'a> {
+        Scope {
+            need,
+            namespace: Namespace::Path(namespace),
+        }
+    }
+
+    /// `need` in the caller's own namespace (see [`Namespace::OfToken`]).
+    pub fn of_token(need: Need) -> Scope<'static> {
+        Scope {
+            need,
+            namespace: Namespace::OfToken,
+        }
+    }
 }
 
 /// Who is asking, once allowed.
@@ -88,6 +114,8 @@ pub enum Caller {
     Token {
         name: String,
         access: Access,
+        /// The token's namespace; none for `*`.
+        namespace: Option<String>,
     },
 }
 
@@ -95,6 +123,15 @@ impl Caller {
     /// Whether the caller proved who it is (or the server is open).
     pub fn is_trusted(&self) -> bool {
         !matches!(self, Caller::Anonymous)
+    }
+
+    /// The namespace a [`Namespace::OfToken`] request works in: the token's
+    /// own, or none (outside every namespace) for `*` tokens and open servers.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            Caller::Token { namespace, .. } => namespace.as_deref(),
+            Caller::Open | Caller::Anonymous => None,
+        }
     }
 }
 
@@ -177,9 +214,11 @@ impl Tokens {
                 format!("token {:?} may only read", token.name),
             ));
         }
-        if scope.need != Need::Nothing {
+        if let (Need::Read | Need::Write, Namespace::Path(addressed)) =
+            (scope.need, scope.namespace)
+        {
             if let Some(allowed) = &token.namespace {
-                if scope.namespace != Some(allowed.as_str()) {
+                if addressed != Some(allowed.as_str()) {
                     return Err(Failure::new(
                         Kind::Forbidden,
                         format!("token {:?} is for namespace {allowed:?} only", token.name),
@@ -190,6 +229,7 @@ impl Tokens {
         Ok(Caller::Token {
             name: token.name.clone(),
             access: token.access,
+            namespace: token.namespace.clone(),
         })
     }
 }
@@ -319,7 +359,7 @@ mod tests {
     }
 
     fn scope(need: Need, namespace: Option<&str>) -> Scope<'_> {
-        Scope { need, namespace }
+        Scope::in_path(need, namespace)
     }
 
     fn basic(user: &str, password: &str) -> String {
@@ -342,7 +382,8 @@ mod tests {
             caller,
             Caller::Token {
                 name: "ci".into(),
-                access: Access::ReadWrite
+                access: Access::ReadWrite,
+                namespace: None,
             }
         );
     }
@@ -455,6 +496,28 @@ mod tests {
                 .unwrap_err();
             assert_eq!(failure.status(), 403, "{namespace:?}");
         }
+    }
+
+    #[test]
+    fn token_namespaces_for_paths_without_one() {
+        let t = tokens();
+        let team = t
+            .authorize(Some("Bearer secret-a"), Scope::of_token(Need::Write))
+            .unwrap();
+        assert_eq!(team.namespace(), Some("team-a"));
+        let ci = t
+            .authorize(Some("Bearer password"), Scope::of_token(Need::Write))
+            .unwrap();
+        assert_eq!(ci.namespace(), None);
+        let reader = t.authorize(Some("Bearer secret-r"), Scope::of_token(Need::Write));
+        assert_eq!(reader.unwrap_err().status(), 403);
+        assert_eq!(
+            Tokens::default()
+                .authorize(None, Scope::of_token(Need::Write))
+                .unwrap()
+                .namespace(),
+            None
+        );
     }
 
     #[test]

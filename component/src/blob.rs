@@ -10,22 +10,38 @@ use crate::error::{Failure, Kind};
 use crate::http::body::{receive_body, ReceiveError};
 use crate::http::range::{self, Parsed, RangeSpec};
 use crate::http::{Request, Response};
+use wasip2::io::streams::InputStream;
 
 /// GET or HEAD of the blob at `key`: 200 with the content (headers only for
 /// HEAD), 206 for a satisfiable `Range`, 416 for one past the end.
 pub fn read(request: &Request, key: &str) -> Result<Response, Failure> {
+    read_with_headers(request, key, |_| Vec::new())
+}
+
+/// [`read`], adding the headers `extra` derives from the blob's info (a
+/// protocol's own metadata headers) to every answer that has the blob.
+pub fn read_with_headers(
+    request: &Request,
+    key: &str,
+    extra: impl Fn(&BlobInfo) -> Vec<(String, String)>,
+) -> Result<Response, Failure> {
+    let answer = |status, info: &BlobInfo, length, content| {
+        let mut response = Response::blob(status, info, length, content);
+        response.headers.extend(extra(info));
+        response
+    };
     if request.is_head() {
         let info = store::head(key)?;
-        return Ok(Response::blob(200, &info, info.size, None));
+        return Ok(answer(200, &info, info.size, None));
     }
     let spec = match request.header("range").as_deref().map(range::parse) {
         Some(Parsed::One(spec)) if if_range_holds(request, key)? => spec,
         _ => {
             let (info, content) = store::open(key, None)?;
-            return Ok(Response::blob(200, &info, info.size, Some(content)));
+            return Ok(answer(200, &info, info.size, Some(content)));
         }
     };
-    read_range(key, spec, true)
+    read_range(key, spec, true, &answer)
 }
 
 /// `If-Range`: a range of a blob the client no longer has is answered with the
@@ -40,7 +56,15 @@ fn if_range_holds(request: &Request, key: &str) -> Result<bool, Failure> {
         || crate::http::http_date(info.last_modified).is_some_and(|date| date == validator))
 }
 
-fn read_range(key: &str, spec: RangeSpec, may_retry: bool) -> Result<Response, Failure> {
+/// How a read answers once it has the blob: status, info, length, content.
+type Answer<'a> = dyn Fn(u16, &BlobInfo, u64, Option<InputStream>) -> Response + 'a;
+
+fn read_range(
+    key: &str,
+    spec: RangeSpec,
+    may_retry: bool,
+    answer: &Answer<'_>,
+) -> Result<Response, Failure> {
     // A suffix needs the size first; other ranges learn it from `open`.
     let expected = match spec.start() {
         Some(_) => None,
@@ -79,7 +103,7 @@ fn read_range(key: &str, spec: RangeSpec, may_retry: bool) -> Result<Response, F
             // Replaced between head and open: resolve once more against the new size.
             drop(content);
             return match may_retry {
-                true => read_range(key, spec, false),
+                true => read_range(key, spec, false, answer),
                 false => Err(Failure::new(
                     Kind::Unavailable,
                     "the blob changed while it was read",
@@ -89,7 +113,7 @@ fn read_range(key: &str, spec: RangeSpec, may_retry: bool) -> Result<Response, F
     }
     match spec.resolve(info.size) {
         None => Err(not_satisfiable(info.size)),
-        Some((start, end)) => Ok(Response::blob(206, &info, end - start, Some(content))
+        Some((start, end)) => Ok(answer(206, &info, end - start, Some(content))
             .with_header("content-range", range::content_range(start, end, info.size))),
     }
 }

@@ -17,6 +17,7 @@ pub enum Kind {
     Conflict,
     PreconditionFailed,
     TooLarge,
+    UnsupportedMediaType,
     RangeNotSatisfiable,
     Full,
     Unavailable,
@@ -34,6 +35,7 @@ impl Kind {
             Kind::Conflict => 409,
             Kind::PreconditionFailed => 412,
             Kind::TooLarge => 413,
+            Kind::UnsupportedMediaType => 415,
             Kind::RangeNotSatisfiable => 416,
             Kind::Internal => 500,
             Kind::Unavailable => 503,
@@ -107,6 +109,19 @@ impl From<StoreError> for Failure {
             StoreError::Other(reason) => {
                 Failure::new(Kind::Internal, format!("store error: {reason}"))
             }
+        }
+    }
+}
+
+impl From<crate::http::body::SmallBodyError> for Failure {
+    fn from(error: crate::http::body::SmallBodyError) -> Failure {
+        use crate::http::body::SmallBodyError;
+        match error {
+            SmallBodyError::TooLarge(limit) => Failure::new(
+                Kind::TooLarge,
+                format!("request document is over the {limit}-byte limit"),
+            ),
+            SmallBodyError::Client(reason) => Failure::bad_request(reason),
         }
     }
 }

@@ -21,6 +21,17 @@ pub struct CachePath<'a> {
 /// separator into a key, and no cache client needs it), empty segments (`//`, a
 /// trailing `/`), `.` and `..`, and any byte outside `[A-Za-z0-9._~:+=@-]`.
 pub fn parse(path_with_query: &str) -> Result<CachePath<'_>, String> {
+    parse_inner(path_with_query, false)
+}
+
+/// [`parse`] for protocols with collections (WebDAV): a trailing `/` is
+/// allowed and kept as a last, empty segment, which marks a collection, and
+/// doubled slashes are read as one.
+pub fn parse_collection(path_with_query: &str) -> Result<CachePath<'_>, String> {
+    parse_inner(path_with_query, true)
+}
+
+fn parse_inner(path_with_query: &str, collections: bool) -> Result<CachePath<'_>, String> {
     let (path, query) = match path_with_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_with_query, None),
@@ -37,11 +48,25 @@ pub fn parse(path_with_query: &str) -> Result<CachePath<'_>, String> {
             query,
         });
     }
-    let segments: Vec<&str> = rest.split('/').collect();
+    let mut segments: Vec<&str> = rest.split('/').collect();
+    if collections {
+        // WebDAV clients double slashes when an endpoint ends in `/`; a
+        // collection's path means the same either way. A trailing `/` stays
+        // as the last, empty segment.
+        let is_collection = rest.ends_with('/');
+        segments.retain(|segment| !segment.is_empty());
+        if is_collection {
+            segments.push("");
+        }
+    }
     if segments.len() > MAX_SEGMENTS {
         return Err(format!("path has more than {MAX_SEGMENTS} segments"));
     }
-    for segment in &segments {
+    let checked = match (collections, segments.split_last()) {
+        (true, Some((&"", init))) => init,
+        _ => &segments[..],
+    };
+    for segment in checked {
         check_segment(segment)?;
     }
     Ok(CachePath { segments, query })
@@ -69,6 +94,12 @@ fn check_segment(segment: &str) -> Result<(), String> {
 /// Characters allowed in path segments and hence in store keys.
 pub fn is_key_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | ':' | '+' | '=' | '@' | '-')
+}
+
+/// True for 1 to `max` ASCII letters and digits: the opaque task and artifact
+/// hashes of Turborepo, Nx and Gradle (hex or decimal in practice).
+pub fn is_alphanumeric_key(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// True for exactly 64 lowercase hex digits (a sha256 digest as clients send it).
@@ -107,6 +138,26 @@ mod tests {
         assert!(parse("/a\\b").is_err());
         assert!(parse("/a b").is_err());
         assert!(parse("/é").is_err());
+    }
+
+    #[test]
+    fn collections_may_end_in_a_slash() {
+        assert_eq!(parse_collection("/a/b/").unwrap().segments, ["a", "b", ""]);
+        assert_eq!(parse_collection("/a/b").unwrap().segments, ["a", "b"]);
+        assert_eq!(parse_collection("/").unwrap().segments, Vec::<&str>::new());
+        assert_eq!(parse_collection("//a//b").unwrap().segments, ["a", "b"]);
+        assert_eq!(parse_collection("/a//").unwrap().segments, ["a", ""]);
+        assert!(parse_collection("/a/../").is_err());
+        assert!(parse("/a/b/").is_err());
+    }
+
+    #[test]
+    fn alphanumeric_keys() {
+        assert!(is_alphanumeric_key("0123abcDEF", 16));
+        assert!(!is_alphanumeric_key("", 16));
+        assert!(!is_alphanumeric_key(&"a".repeat(17), 16));
+        assert!(!is_alphanumeric_key("ab-cd", 16));
+        assert!(!is_alphanumeric_key("ab.cd", 16));
     }
 
     #[test]

@@ -10,12 +10,12 @@ use crate::auth::{Caller, Scope};
 use crate::error::{Failure, Kind};
 use crate::http::{Request, Response};
 use crate::path;
-use crate::protocol::{bazel, ccache, service};
+use crate::protocol::{bazel, ccache, gradle, nx, sccache, service, turbo};
 
 /// One served request, once parsed: says what it needs, then does it.
 pub trait Endpoint {
     /// The access the request needs, and the namespace it addresses.
-    fn scope(&self, request: &Request) -> Scope<'_>;
+    fn scope<'a>(&'a self, request: &'a Request) -> Scope<'a>;
     /// Serves the request; a failure is rendered by the protocol.
     fn handle(&self, request: &Request, caller: &Caller) -> Result<Response, Failure>;
 }
@@ -26,6 +26,9 @@ pub enum PathRules {
     /// [`path::parse`]: plain key characters only, no percent-encoding, no
     /// empty, `.` or `..` segments.
     Keys,
+    /// [`path::parse_collection`]: as `Keys`, and a trailing `/` (a WebDAV
+    /// collection) arrives as a last, empty segment.
+    Collections,
 }
 
 pub enum Root {
@@ -57,6 +60,10 @@ pub static TABLE: &[&Protocol] = &[
     &service::HEALTH,
     &service::STATUS,
     &ccache::PROTOCOL,
+    &gradle::PROTOCOL,
+    &sccache::PROTOCOL,
+    &nx::PROTOCOL,
+    &turbo::PROTOCOL,
     &bazel::PROTOCOL,
 ];
 
@@ -73,17 +80,17 @@ pub fn route(path_with_query: &str) -> (&'static Protocol, Parsed) {
         })
         .copied()
         .expect("the table ends with a catch-all");
-    let parsed = match protocol.paths {
-        PathRules::Keys => path::parse(path_with_query)
-            .map_err(Failure::bad_request)
-            .and_then(|parsed| {
-                let rest = match protocol.root {
-                    Root::Segment(_) => &parsed.segments[1..],
-                    Root::Index | Root::CatchAll => &parsed.segments[..],
-                };
-                (protocol.parse)(rest)
-            }),
+    let checked = match protocol.paths {
+        PathRules::Keys => path::parse(path_with_query),
+        PathRules::Collections => path::parse_collection(path_with_query),
     };
+    let parsed = checked.map_err(Failure::bad_request).and_then(|parsed| {
+        let rest = match protocol.root {
+            Root::Segment(_) => &parsed.segments[1..],
+            Root::Index | Root::CatchAll => &parsed.segments[..],
+        };
+        (protocol.parse)(rest)
+    });
     (protocol, parsed)
 }
 
@@ -137,6 +144,29 @@ mod tests {
             ("ccache", Ok(()))
         );
         assert_eq!(protocol_of("/ccache"), ("ccache", Err(400)));
+    }
+
+    #[test]
+    fn each_client_family_owns_its_root() {
+        let md5 = "77f3fde86f99cf771d330febeba41e61";
+        assert_eq!(protocol_of(&format!("/gradle/{md5}")), ("gradle", Ok(())));
+        assert_eq!(
+            protocol_of("/v1/cache/10294360055595522611"),
+            ("nx", Ok(()))
+        );
+        assert_eq!(
+            protocol_of("/v8/artifacts/fd7a8618ab01c131?slug=a"),
+            ("turbo", Ok(()))
+        );
+        assert_eq!(protocol_of("/v8/artifacts/status"), ("turbo", Ok(())));
+        assert_eq!(protocol_of("/sccache/.sccache_check"), ("sccache", Ok(())));
+        // WebDAV collections end in `/`; other protocols refuse that.
+        assert_eq!(protocol_of("/sccache/pre/9/c/2/"), ("sccache", Ok(())));
+        assert_eq!(protocol_of("/sccache//.sccache_check"), ("sccache", Ok(())));
+        assert_eq!(
+            protocol_of(&format!("/gradle/{md5}/")),
+            ("gradle", Err(400))
+        );
     }
 
     #[test]

@@ -123,3 +123,56 @@ fn read_within(
     }
     source.read(length).map(Some)
 }
+
+/// Why a small document body could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SmallBodyError {
+    /// Over the limit, declared or sent: answer 413.
+    TooLarge(usize),
+    /// Truncated, stalled or broken: answer 400.
+    Client(String),
+}
+
+/// Reads a small request body (a JSON or XML document) whole, refusing one
+/// over `limit` bytes before reading it when its length is declared, and as
+/// soon as the limit is passed when it is not.
+pub fn read_small(request: &Request, limit: usize) -> Result<Vec<u8>, SmallBodyError> {
+    let declared = request.content_length().map_err(SmallBodyError::Client)?;
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(SmallBodyError::TooLarge(limit));
+    }
+    let body = request
+        .incoming()
+        .consume()
+        .map_err(|()| SmallBodyError::Client("request body already consumed".into()))?;
+    let source = body
+        .stream()
+        .map_err(|()| SmallBodyError::Client("request body unavailable".into()))?;
+    let stall = crate::config::body_stall_secs();
+    let mut bytes = Vec::new();
+    let result = loop {
+        match read_within(&source, COPY_CHUNK, stall.saturating_mul(1_000_000_000)) {
+            Ok(None) => {
+                break Err(SmallBodyError::Client(format!(
+                    "request body stalled: nothing arrived for {stall} s"
+                )))
+            }
+            Ok(Some(chunk)) => {
+                bytes.extend_from_slice(&chunk);
+                if bytes.len() > limit {
+                    break Err(SmallBodyError::TooLarge(limit));
+                }
+            }
+            Err(StreamError::Closed) => break Ok(bytes),
+            Err(StreamError::LastOperationFailed(error)) => {
+                break Err(SmallBodyError::Client(format!(
+                    "request body failed: {}",
+                    error.to_debug_string()
+                )))
+            }
+        }
+    };
+    drop(source);
+    drop(wasip2::http::types::IncomingBody::finish(body));
+    result
+}

@@ -50,6 +50,14 @@ impl Request {
         self.path_with_query.split_once('?').map(|(_, q)| q)
     }
 
+    /// The raw (still percent-encoded) value of the first `name=` query parameter.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query()?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then_some(value)
+        })
+    }
+
     /// The first value of a header, if it is valid UTF-8.
     pub fn header(&self, name: &str) -> Option<String> {
         let values = self.inner.headers().get(name);

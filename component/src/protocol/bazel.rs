@@ -88,11 +88,11 @@ pub fn parse(segments: &[&str]) -> Option<Result<Key, Failure>> {
 }
 
 impl Endpoint for Key {
-    fn scope(&self, request: &Request) -> Scope<'_> {
-        Scope {
-            need: Need::for_blob_method(request.method()),
-            namespace: self.prefix.first().map(String::as_str),
-        }
+    fn scope<'a>(&'a self, request: &'a Request) -> Scope<'a> {
+        Scope::in_path(
+            Need::for_blob_method(request.method()),
+            self.prefix.first().map(String::as_str),
+        )
     }
 
     fn handle(&self, request: &Request, _: &Caller) -> Result<Response, Failure> {

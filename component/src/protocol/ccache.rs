@@ -44,11 +44,11 @@ pub fn parse(rest: &[&str]) -> Result<Key, Failure> {
 }
 
 impl Endpoint for Key {
-    fn scope(&self, request: &Request) -> Scope<'_> {
-        Scope {
-            need: Need::for_blob_method(request.method()),
-            namespace: self.namespace.as_deref(),
-        }
+    fn scope<'a>(&'a self, request: &'a Request) -> Scope<'a> {
+        Scope::in_path(
+            Need::for_blob_method(request.method()),
+            self.namespace.as_deref(),
+        )
     }
 
     fn handle(&self, request: &Request, _: &Caller) -> Result<Response, Failure> {

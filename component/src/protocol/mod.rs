@@ -4,7 +4,11 @@
 
 pub mod bazel;
 pub mod ccache;
+pub mod gradle;
+pub mod nx;
+pub mod sccache;
 pub mod service;
+pub mod turbo;
 
 use crate::error::Failure;
 use crate::http::Response;

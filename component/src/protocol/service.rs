@@ -44,7 +44,7 @@ pub static STATUS: Protocol = Protocol {
 struct Fixed(&'static str);
 
 impl Endpoint for Fixed {
-    fn scope(&self, _: &Request) -> Scope<'_> {
+    fn scope<'a>(&'a self, _: &'a Request) -> Scope<'a> {
         Scope::OPEN
     }
 
@@ -62,7 +62,7 @@ impl Endpoint for Fixed {
 struct Status;
 
 impl Endpoint for Status {
-    fn scope(&self, _: &Request) -> Scope<'_> {
+    fn scope<'a>(&'a self, _: &'a Request) -> Scope<'a> {
         Scope::OPEN
     }
 
