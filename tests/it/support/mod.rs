@@ -14,7 +14,11 @@ use sha2::{Digest, Sha256};
 
 pub mod ccache;
 pub mod fault_proxy;
+pub mod gradle;
+pub mod nx;
+pub mod sccache;
 pub mod store_component;
+pub mod turbo;
 
 /// A running server of the component, stopped on drop.
 pub struct Server {
@@ -526,6 +530,48 @@ pub fn spin_cli() -> Option<PathBuf> {
         let shared = repo_root().join("../shared/tools/spin");
         shared.is_file().then_some(shared)
     })
+}
+
+/// A real client the tests run, at `path`; none (with a message) when it is
+/// not installed. In CI (`CI=true`) a missing client fails the test instead:
+/// ./test.sh installs every one.
+pub fn client(name: &str, path: PathBuf) -> Option<PathBuf> {
+    if path.is_file() {
+        return Some(path);
+    }
+    let missing = format!(
+        "{name} is not at {} (./test.sh installs it)",
+        path.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{missing}");
+    }
+    eprintln!("SKIPPED: {missing}");
+    None
+}
+
+/// Runs `command`, failing the test with its output unless it succeeds;
+/// returns stdout and stderr together.
+pub fn run_ok(command: &mut Command, what: &str) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+/// Writes `files` (relative path, content) under `root`.
+pub fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (name, text) in files {
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
 }
 
 /// Where ./test.sh keeps the tools it installs, between runs.
