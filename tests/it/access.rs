@@ -249,3 +249,93 @@ fn a_bad_token_configuration_stops_the_start_without_naming_secrets() {
     let missing = support::start_failure(&["--tokens-file", "/nonexistent/tokens"], &[]);
     assert!(missing.contains("cannot read the tokens file"), "{missing}");
 }
+
+// Tokens in each newer protocol's idiom: Nx's namespace comes from its
+// token (its paths have none), Turborepo's from its team, sccache's and
+// Gradle's from their paths; read-only tokens never write.
+on_every_target!(client_families_honour_tokens);
+fn client_families_honour_tokens(target: Target) {
+    let tokens = tokens();
+    let Some(server) = deploy(target, &[("BLOBCACHE_TOKENS", &tokens)]) else {
+        return;
+    };
+    let team_a = Some("Bearer secret-a");
+    let team_b = Some("Bearer secret-b");
+    let reader = Some("Bearer secret-r");
+    let admin = Some("Bearer ci-secret");
+    let status = |method, path: &str, token, body: &[u8]| {
+        with_token(&server, method, path, token, body).status
+    };
+
+    // Nx: one path, a namespace per token.
+    let nx = "/v1/cache/10294360055595522611";
+    assert_eq!(status("PUT", nx, team_a, b"team a outputs"), 200);
+    assert_eq!(
+        with_token(&server, "GET", nx, team_a, b"").body,
+        b"team a outputs"
+    );
+    assert_eq!(
+        status("GET", nx, team_b, b""),
+        404,
+        "team b has a cache of its own"
+    );
+    assert_eq!(status("PUT", nx, team_b, b"team b outputs"), 200);
+    assert_eq!(
+        with_token(&server, "GET", nx, team_a, b"").body,
+        b"team a outputs"
+    );
+    assert_eq!(
+        status("PUT", nx, reader, b"poison"),
+        403,
+        "read-only: Nx ignores a 403"
+    );
+    let anonymous = with_token(&server, "GET", nx, None, b"");
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        anonymous.header("content-type"),
+        Some("text/plain"),
+        "Nx shows only text/plain 401s"
+    );
+
+    // Turborepo: the team is the namespace.
+    let turbo = "/v8/artifacts/fd7a8618ab01c131?slug=team-a";
+    assert_eq!(status("PUT", turbo, team_a, b"artifact"), 202);
+    assert_eq!(status("GET", turbo, admin, b""), 200);
+    let forbidden = with_token(&server, "GET", turbo, team_b, b"");
+    assert_eq!(forbidden.status, 403);
+    let json: serde_json::Value = serde_json::from_slice(&forbidden.body).unwrap();
+    assert_eq!(
+        json["error"]["code"], "forbidden",
+        "turbo stops trying for the run"
+    );
+    assert_eq!(status("PUT", turbo, reader, b"x"), 403);
+    assert_eq!(
+        status("GET", "/v8/artifacts/status?slug=team-a", None, b""),
+        401
+    );
+
+    // sccache: the key prefix is the namespace; a read-only token fails its
+    // write probe (MKCOL, PUT) and sccache then runs read-only.
+    let file = "/sccache/team-a/.sccache_check";
+    assert_eq!(status("PUT", file, team_a, b"Hello, World!"), 201);
+    assert_eq!(status("GET", file, team_b, b""), 403);
+    assert_eq!(status("MKCOL", "/sccache/team-a/9/", reader, b""), 403);
+    let propfind = |token: &str| {
+        let headers = [("authorization", token), ("depth", "0")];
+        server
+            .request("PROPFIND", "/sccache/team-a/", &headers, Body::Empty)
+            .status
+    };
+    assert_eq!(propfind("Bearer secret-a"), 207);
+    assert_eq!(propfind("Bearer secret-b"), 403);
+
+    // Gradle: Basic credentials, pre-emptively, the token as password.
+    let gradle = format!("/gradle/team-a/{}", "77f3fde86f99cf771d330febeba41e61");
+    let basic_a = basic("gradle", "secret-a", false);
+    let basic_b = basic("gradle", "secret-b", false);
+    let basic_r = basic("gradle", "secret-r", false);
+    assert_eq!(status("PUT", &gradle, Some(&basic_a), b"entry"), 200);
+    assert_eq!(status("GET", &gradle, Some(&basic_b), b""), 403);
+    assert_eq!(status("PUT", &gradle, Some(&basic_r), b"x"), 403);
+    assert_eq!(status("GET", &gradle, None, b""), 401);
+}

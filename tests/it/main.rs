@@ -5,6 +5,7 @@
 //!
 //! - [`protocols`]: one file of scenarios per protocol;
 //! - [`access`]: access tokens, and the host's guards;
+//! - [`clients`]: every real client at once on one listener, with tokens;
 //! - [`robustness`], [`large_blobs`]: the native host's limits and streaming;
 //! - [`stores`]: the store contract per operation on every backend, and Azure;
 //! - [`hosts`]: what only one host shows (faults under `wasmtime serve` and Spin, the
@@ -17,6 +18,7 @@ mod support;
 mod targets;
 
 mod access;
+mod clients;
 mod hosts;
 mod large_blobs;
 mod protocols;
