@@ -176,3 +176,45 @@ pub fn read_small(request: &Request, limit: usize) -> Result<Vec<u8>, SmallBodyE
     drop(wasip2::http::types::IncomingBody::finish(body));
     result
 }
+
+/// Reads and drops the request body, up to `limit` bytes, so a refusal sent
+/// after it (Nx's 409 for an entry it already has) reaches clients that read
+/// no answer before their upload is done. Returns whether the whole body was
+/// drained; a body over `limit`, stalled or broken is left, and the answer
+/// goes out early.
+pub fn drain(request: &Request, limit: u64) -> bool {
+    if request.content_length().ok().flatten().unwrap_or(0) > limit {
+        return false;
+    }
+    let Ok(body) = request.incoming().consume() else {
+        return false;
+    };
+    let Ok(source) = body.stream() else {
+        return false;
+    };
+    let stall = crate::config::body_stall_secs().saturating_mul(1_000_000_000);
+    let mut drained = 0u64;
+    let whole = loop {
+        // `skip` drops bytes in the host: none are copied into the guest.
+        match source.skip(COPY_CHUNK) {
+            Ok(0) => {
+                let ready = source.subscribe();
+                let timer = wasip2::clocks::monotonic_clock::subscribe_duration(stall);
+                if !wasip2::io::poll::poll(&[&ready, &timer]).contains(&0) {
+                    break false;
+                }
+            }
+            Ok(skipped) => {
+                drained += skipped;
+                if drained > limit {
+                    break false;
+                }
+            }
+            Err(StreamError::Closed) => break true,
+            Err(StreamError::LastOperationFailed(_)) => break false,
+        }
+    };
+    drop(source);
+    drop(wasip2::http::types::IncomingBody::finish(body));
+    whole
+}

@@ -14,6 +14,7 @@ use crate::bindings::blobcache::store::store;
 use crate::bindings::blobcache::store::types::{Error as StoreError, WriteMode};
 use crate::blob;
 use crate::error::{Failure, Kind};
+use crate::http::body::drain;
 use crate::http::{Request, Response};
 use crate::path::is_alphanumeric_key;
 use crate::route::{Endpoint, PathRules, Protocol, Root};
@@ -38,6 +39,11 @@ fn render(failure: Failure) -> Response {
     }
     response
 }
+
+/// Largest body read and dropped before a 409, so that a client that reads
+/// no answer before its upload is sent sees the 409 (which Nx ignores) rather
+/// than a closed connection (after which Nx retries, then fails the run).
+const MAX_DRAINED: u64 = 256 << 20;
 
 /// Longest task hash accepted (Nx's are decimal or hex, about 20 digits).
 const MAX_HASH: usize = 128;
@@ -87,16 +93,22 @@ impl Endpoint for Entry {
             "PUT" => {
                 let mut options = blob::overwrite_options(blob::declared_length(request)?);
                 options.mode = WriteMode::CreateOnly;
-                // Refuse before the body is read when the entry is already
+                // Refuse without storing anything when the entry is already
                 // there; `create-only` still decides a race.
                 match store::head(&key) {
-                    Ok(_) => return Err(exists()),
+                    Ok(_) => {
+                        drain(request, MAX_DRAINED);
+                        return Err(exists());
+                    }
                     Err(StoreError::NotFound) => {}
                     Err(error) => return Err(error.into()),
                 }
                 match blob::write(request, &key, &options) {
                     Ok(_) => Ok(Response::empty(200)),
-                    Err(failure) if failure.kind == Kind::Conflict => Err(exists()),
+                    Err(failure) if failure.kind == Kind::Conflict => {
+                        drain(request, MAX_DRAINED);
+                        Err(exists())
+                    }
                     Err(failure) => Err(failure),
                 }
             }

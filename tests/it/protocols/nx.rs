@@ -19,6 +19,11 @@ fn write_once_entries_and_bad_input(target: Target) {
     let again = server.put(path, b"poisoned outputs");
     assert_eq!(again.status, 409, "{}", again.text());
     assert_eq!(server.get(path).body, b"outputs v1");
+    // A large second upload (two builders that both missed) still gets its
+    // 409 after sending the whole body, for clients that read only then.
+    let large = vec![7u8; 16 << 20];
+    assert_eq!(server.put(path, &large).status, 409);
+    assert_eq!(server.get(path).body, b"outputs v1");
 
     for bad in ["/v1/cache/12-34", "/v1/cache/a.b"] {
         assert_eq!(server.put(bad, b"x").status, 400, "{bad}");

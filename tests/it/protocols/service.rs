@@ -18,7 +18,10 @@ fn status_and_health(target: Target) {
     assert_eq!(json["service"], "blobcache");
     assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(json["access"], "open");
-    assert_eq!(json["protocols"], serde_json::json!(["ccache", "bazel"]));
+    assert_eq!(
+        json["protocols"],
+        serde_json::json!(["ccache", "gradle", "sccache", "nx", "turbo", "bazel"])
+    );
     let kind = match target {
         Target::Dir | Target::CopyPath => "dir",
         Target::Memory => "memory",
