@@ -1,6 +1,6 @@
-//! Every real client at once on one listener with access tokens: sccache,
-//! Turborepo, Nx, Gradle and ccache build twice each (the second time with
-//! nothing local) while Bazel's protocol moves blobs, on each store, under
+//! Every real client at once on one listener with access tokens: Bazel,
+//! ccache, sccache, Turborepo, Nx and Gradle build twice each (the second
+//! time with nothing local), on each store, under
 //! our host and under `wasmtime serve`. Each client works in team `team-a`
 //! in its own idiom, and the same tokens keep team `team-b` out.
 
@@ -46,6 +46,11 @@ fn every_client_on_one_listener(target: Target) {
             );
         });
         let bazel = scope.spawn(|| {
+            support::bazel::round_trip(
+                &format!("http://{addr}/team-a"),
+                Some("Authorization=Bearer secret-a"),
+            );
+            support::bazel::round_trip(&format!("http://bazel:secret-a@{addr}/team-a"), None);
             for i in 0..50u32 {
                 let content = format!("action output {i}").into_bytes();
                 let path = format!("/team-a/cas/{}", sha256_hex(&content));

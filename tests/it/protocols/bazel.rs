@@ -1,6 +1,7 @@
 //! Bazel's HTTP remote cache on every target: CAS verification, the action
 //! cache, prefixes as namespaces, the empty blob, ranges, size limits, cut
-//! uploads and malformed keys.
+//! uploads and malformed keys; and the real client (Debian's Bazel) getting
+//! remote cache hits.
 
 use std::time::Duration;
 
@@ -307,4 +308,12 @@ fn bad_keys_get_a_reason_and_store_nothing(target: Target) {
         200,
         "the server keeps serving"
     );
+}
+
+on_targets!(real_client_gets_remote_hits: dir, azure, wasmtime_serve);
+fn real_client_gets_remote_hits(target: Target) {
+    let Some(server) = deploy(target, &[]) else {
+        return;
+    };
+    crate::support::bazel::round_trip(&format!("http://{}/team-a", server.addr), None);
 }
