@@ -180,6 +180,13 @@ pub fn write(request: &Request, key: &str, options: &WriteOptions) -> Result<Blo
     Ok(Writer::finish(writer)?)
 }
 
+/// [`write`] of an opaque blob that may replace what `key` holds, sized by
+/// the request (the PUT of ccache, sccache, Gradle and Bazel's action cache).
+pub fn overwrite(request: &Request, key: &str) -> Result<BlobInfo, Failure> {
+    let options = overwrite_options(declared_length(request)?);
+    write(request, key, &options)
+}
+
 /// Removes the blob at `key`; not-found when there was none.
 pub fn delete(key: &str) -> Result<(), Failure> {
     Ok(store::delete(key)?)

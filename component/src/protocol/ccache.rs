@@ -55,8 +55,7 @@ impl Endpoint for Key {
         match request.method() {
             "GET" | "HEAD" => blob::read(request, &self.store_key),
             "PUT" => {
-                let options = blob::overwrite_options(blob::declared_length(request)?);
-                blob::write(request, &self.store_key, &options)?;
+                blob::overwrite(request, &self.store_key)?;
                 Ok(Response::empty(200))
             }
             "DELETE" => {

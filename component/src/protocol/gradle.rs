@@ -84,10 +84,9 @@ impl Endpoint for Key {
         match request.method() {
             "GET" | "HEAD" => blob::read(request, &self.store_key()),
             "PUT" => {
-                // Refused here, before the body is read: with `Expect:
-                // 100-continue`, Gradle never sends it.
-                let options = blob::overwrite_options(blob::declared_length(request)?);
-                blob::write(request, &self.store_key(), &options)?;
+                // An oversize upload is refused before its body is read:
+                // with `Expect: 100-continue`, Gradle never sends it.
+                blob::overwrite(request, &self.store_key())?;
                 Ok(Response::empty(200))
             }
             _ => Err(Failure::method_not_allowed("GET, HEAD, PUT")),

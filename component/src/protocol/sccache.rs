@@ -114,8 +114,7 @@ impl Endpoint for Resource {
             }
             ("GET" | "HEAD", false) => blob::read(request, &self.store_key()),
             ("PUT", false) => {
-                let options = blob::overwrite_options(blob::declared_length(request)?);
-                blob::write(request, &self.store_key(), &options)?;
+                blob::overwrite(request, &self.store_key())?;
                 Ok(Response::empty(201))
             }
             ("DELETE", false) => {
