@@ -339,3 +339,20 @@ fn client_families_honour_tokens(target: Target) {
     assert_eq!(status("PUT", &gradle, Some(&basic_r), b"x"), 403);
     assert_eq!(status("GET", &gradle, None, b""), 401);
 }
+
+/// sccache's other idiom: user name and password (sent as Basic), with the
+/// token as password.
+#[test]
+fn sccache_presents_its_token_as_a_password() {
+    let tokens = tokens();
+    let Some(server) = deploy(Target::Dir, &[("BLOBCACHE_TOKENS", &tokens)]) else {
+        return;
+    };
+    let endpoint = format!("http://{}/sccache", server.addr);
+    support::sccache::round_trip(&support::sccache::Remote {
+        endpoint: &endpoint,
+        key_prefix: Some("team-a"),
+        token: None,
+        basic: Some(("sccache", "secret-a")),
+    });
+}

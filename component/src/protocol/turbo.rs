@@ -77,10 +77,8 @@ pub fn parse(rest: &[&str]) -> Result<Call, Failure> {
 /// The artifact's team: `teamId` when given (turbo sends it for `team_` ids),
 /// else `slug`. None when the request names no team.
 fn team(request: &Request) -> Result<Option<&str>, Failure> {
-    let team = request
-        .query_param("teamId")
-        .or_else(|| request.query_param("slug"))
-        .filter(|team| !team.is_empty());
+    let named = |name| request.query_param(name).filter(|team| !team.is_empty());
+    let team = named("teamId").or_else(|| named("slug"));
     match team {
         Some(team) if team.len() > 128 || !team.chars().all(is_key_char) => {
             Err(Failure::bad_request(
