@@ -188,6 +188,8 @@ impl store::Guest for Adapter {
 
     fn create(key: String, options: WriteOptions) -> Result<Writer, Error> {
         check_key(&key)?;
+        blobcache_store_rules::check_create(options.staged_under.as_deref())
+            .map_err(Error::Invalid)?;
         let azure = azure()?;
         let name = azure.blob_name(&key);
         let ids = layout::BlockIds::upload(crate::transport::random_bytes());

@@ -136,6 +136,7 @@ pub fn overwrite_options(expected_size: Option<u64>) -> WriteOptions {
         expected_sha256: None,
         max_size: crate::config::max_blob_size(),
         if_match: None,
+        staged_under: None,
     }
 }
 

@@ -69,6 +69,21 @@ fn is_key_char(c: char) -> bool {
 /// Block ids are opaque to the store: 1 to [`MAX_BLOCK_ID_LEN`] bytes of printable
 /// ASCII (`+`, `/` and `=` of base64 included). Stores never use them as names
 /// directly: see [`block_file_name`] and the Azure layout.
+/// `create` takes no `staged-under`: it names blocks, and `create` has none.
+pub fn check_create(staged_under: Option<&str>) -> Result<(), String> {
+    match staged_under {
+        Some(_) => Err("staged-under is for commit-blocks, not create".into()),
+        None => Ok(()),
+    }
+}
+
+/// The key whose staged blocks `commit-blocks` of `key` publishes.
+pub fn staging_key<'a>(key: &'a str, staged_under: Option<&'a str>) -> Result<&'a str, String> {
+    let staging = staged_under.unwrap_or(key);
+    check_key(staging)?;
+    Ok(staging)
+}
+
 pub fn check_block_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_BLOCK_ID_LEN || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!(

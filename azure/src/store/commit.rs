@@ -121,11 +121,14 @@ impl Commit {
         now_unix: u64,
     ) -> Result<Commit, StoreError> {
         blobcache_store_rules::check_key(key).map_err(StoreError::Invalid)?;
+        let staged_under = options.staged_under.clone();
+        let staged_under = staged_under.as_deref().unwrap_or(key);
+        blobcache_store_rules::check_key(staged_under).map_err(StoreError::Invalid)?;
         for id in &block_ids {
             blobcache_store_rules::check_block_id(id).map_err(StoreError::Invalid)?;
         }
         Ok(Commit::new(
-            crate::layout::staging_blob(prefix, key),
+            crate::layout::staging_blob(prefix, staged_under),
             format!("{prefix}{key}"),
             block_ids,
             options,

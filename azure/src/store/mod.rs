@@ -69,6 +69,7 @@ macro_rules! store_type_conversions {
                 expected_sha256: options.expected_sha256.clone(),
                 max_size: options.max_size,
                 if_match: options.if_match.clone(),
+                staged_under: options.staged_under.clone(),
             }
         }
 
@@ -116,6 +117,8 @@ pub struct Options {
     pub expected_sha256: Option<String>,
     pub max_size: Option<u64>,
     pub if_match: Option<String>,
+    /// `commit-blocks`: the key the blocks were staged under, if not the target's.
+    pub staged_under: Option<String>,
 }
 
 impl Options {

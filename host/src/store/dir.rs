@@ -292,7 +292,9 @@ impl DirStore {
         block_ids: &[String],
         options: &WriteOptions,
     ) -> Result<BlobInfo> {
-        let dir = self.block_dir(key);
+        let staging = blobcache_store_rules::staging_key(key, options.staged_under.as_deref())
+            .map_err(Error::Invalid)?;
+        let dir = self.block_dir(staging);
         let mut temp = self.temp_file()?;
         let mut sink = Sink::new(BlobFile::new(temp.file.take().unwrap()), options.max_size);
         let mut buffer = vec![0u8; 1 << 20];
@@ -421,6 +423,8 @@ impl Backend for DirStore {
 
     async fn create(&self, key: &str, options: WriteOptions) -> Result<Box<dyn BlobWriter>> {
         check_key(key)?;
+        blobcache_store_rules::check_create(options.staged_under.as_deref())
+            .map_err(Error::Invalid)?;
         self.new_writer(Target::Blob(key.to_string()), options)
     }
 

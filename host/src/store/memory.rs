@@ -101,6 +101,8 @@ impl Backend for MemoryStore {
 
     async fn create(&self, key: &str, options: WriteOptions) -> Result<Box<dyn BlobWriter>> {
         check_key(key)?;
+        blobcache_store_rules::check_create(options.staged_under.as_deref())
+            .map_err(Error::Invalid)?;
         Ok(Box::new(MemoryWriter::new(
             self.clone(),
             Target::Blob(key.to_string()),
@@ -143,12 +145,15 @@ impl Backend for MemoryStore {
         options: WriteOptions,
     ) -> Result<BlobInfo> {
         check_key(key)?;
+        let staging = blobcache_store_rules::staging_key(key, options.staged_under.as_deref())
+            .map_err(Error::Invalid)?
+            .to_string();
         let mut sink = Sink::new(Vec::new(), options.max_size);
         {
             let blocks = self.inner.blocks.lock().unwrap();
             for id in &block_ids {
                 let block = blocks
-                    .get(&(key.to_string(), id.clone()))
+                    .get(&(staging.clone(), id.clone()))
                     .ok_or_else(|| Error::Invalid(format!("block {id:?} is not staged")))?;
                 sink.write(block)?;
             }
@@ -159,7 +164,7 @@ impl Backend for MemoryStore {
             .blocks
             .lock()
             .unwrap()
-            .retain(|(k, _), _| k != key);
+            .retain(|(k, _), _| *k != staging);
         Ok(info)
     }
 

@@ -115,6 +115,7 @@ blobcache_azure::store_type_conversions!(
 /// Write options of a staged block: only its size may be checked.
 pub fn block_options(expected_size: Option<u64>) -> WriteOptions {
     WriteOptions {
+        staged_under: None,
         mode: WriteMode::Overwrite,
         content_type: None,
         metadata: Vec::new(),

@@ -62,6 +62,7 @@ fn options(mode: WriteMode) -> WriteOptions {
         expected_sha256: None,
         max_size: None,
         if_match: None,
+        staged_under: None,
     }
 }
 

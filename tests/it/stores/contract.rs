@@ -111,6 +111,7 @@ contract!(
     commit_blocks_checks_size,
     commit_blocks_digest,
     restaging_replaces_a_block,
+    commit_blocks_staged_under_another_key,
     block_ids_as_azure_sdks_send_them,
     list_blocks,
     list_pages_with_a_cursor,
@@ -128,6 +129,7 @@ fn options() -> WriteOptions {
         expected_sha256: None,
         max_size: None,
         if_match: None,
+        staged_under: None,
     }
 }
 
@@ -412,6 +414,68 @@ async fn restaging_replaces_a_block(store: &dyn Backend) {
         .await
         .unwrap();
     assert_eq!(get(store, "c/restaged", None).await.unwrap(), b"short");
+}
+
+/// Blocks staged under an upload's own key publish at a key known only at the
+/// end (an OCI upload, keyed by its digest), verified the same way; the
+/// staging is consumed, and `create` refuses the option.
+async fn commit_blocks_staged_under_another_key(store: &dyn Backend) {
+    let first = content(150_000);
+    let second = content(70_000);
+    stage(store, "c/uploads/session-1", "0000", &first)
+        .await
+        .unwrap();
+    stage(store, "c/uploads/session-1", "0001", &second)
+        .await
+        .unwrap();
+    let whole = [first.clone(), second.clone()].concat();
+    let ids = vec!["0000".to_string(), "0001".to_string()];
+    let under = |sha256: String| WriteOptions {
+        expected_sha256: Some(sha256),
+        staged_under: Some("c/uploads/session-1".into()),
+        ..options()
+    };
+    let wrong = store
+        .commit_blocks(
+            "c/blobs/wrong",
+            ids.clone(),
+            WriteOptions {
+                expected_size: Some(1),
+                ..under(sha256_hex(&whole))
+            },
+        )
+        .await;
+    assert!(matches!(wrong, Err(Error::Invalid(_))), "{wrong:?}");
+    assert!(
+        get(store, "c/blobs/wrong", None).await.is_err(),
+        "nothing published"
+    );
+    let target = format!("c/blobs/{}", sha256_hex(&whole));
+    let info = store
+        .commit_blocks(&target, ids, under(sha256_hex(&whole)))
+        .await
+        .unwrap();
+    assert_eq!(info.size, 220_000);
+    assert!(get(store, &target, None).await.unwrap() == whole);
+    assert!(store
+        .list_blocks("c/uploads/session-1")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        get(store, "c/uploads/session-1", None).await.is_err(),
+        "the session is no blob"
+    );
+    let refused = store
+        .create(
+            "c/x",
+            WriteOptions {
+                staged_under: Some("c/y".into()),
+                ..options()
+            },
+        )
+        .await;
+    assert!(matches!(refused, Err(Error::Invalid(_))));
 }
 
 /// The Go SDK's ids: base64 of 64 bytes, 88 characters with `+/=`; the JS SDK's: 64.

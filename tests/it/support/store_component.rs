@@ -145,6 +145,7 @@ fn options(o: WriteOptions) -> wit::WriteOptions {
         expected_sha256: o.expected_sha256,
         max_size: o.max_size,
         if_match: o.if_match,
+        staged_under: o.staged_under,
     }
 }
 

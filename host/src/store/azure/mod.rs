@@ -341,6 +341,8 @@ impl Backend for AzureStore {
 
     async fn create(&self, key: &str, options: WriteOptions) -> Result<Box<dyn BlobWriter>> {
         check_key(key)?;
+        blobcache_store_rules::check_create(options.staged_under.as_deref())
+            .map_err(Error::Invalid)?;
         Ok(Box::new(AzureWriter::new(
             self.clone(),
             self.blob_name(key),
