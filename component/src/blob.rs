@@ -158,7 +158,22 @@ pub fn declared_length(request: &Request) -> Result<Option<u64>, Failure> {
 /// Streams the request body into the store and publishes it only if the store
 /// accepts it (size, digest, conditions). Nothing is stored on any failure.
 pub fn write(request: &Request, key: &str, options: &WriteOptions) -> Result<BlobInfo, Failure> {
-    let writer = store::create(key, options)?;
+    finish(request, store::create(key, options)?)
+}
+
+/// Streams the request body into a block staged for `key` under `block_id`
+/// (one part of a multi-request upload); returns the bytes staged.
+pub fn stage(
+    request: &Request,
+    key: &str,
+    block_id: &str,
+    expected_size: Option<u64>,
+) -> Result<u64, Failure> {
+    Ok(finish(request, store::stage_block(key, block_id, expected_size)?)?.size)
+}
+
+/// Streams the request body into `writer` and finishes it.
+fn finish(request: &Request, writer: Writer) -> Result<BlobInfo, Failure> {
     match receive_body(request, &writer) {
         Ok(_) => {}
         Err(ReceiveError::Client(reason)) => return Err(Failure::bad_request(reason)),

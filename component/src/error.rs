@@ -51,6 +51,9 @@ pub struct Failure {
     pub kind: Kind,
     pub reason: String,
     pub headers: Vec<(String, String)>,
+    /// The error code in the protocol's own vocabulary (OCI's `BLOB_UNKNOWN`),
+    /// when the code that failed knows it; protocols without codes ignore it.
+    pub code: Option<&'static str>,
 }
 
 impl Failure {
@@ -59,6 +62,7 @@ impl Failure {
             kind,
             reason: reason.into(),
             headers: Vec::new(),
+            code: None,
         }
     }
 
@@ -73,6 +77,11 @@ impl Failure {
             format!("method not allowed; allowed: {allow}"),
         )
         .with_header("allow", allow)
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Failure {
+        self.code = Some(code);
+        self
     }
 
     pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Failure {

@@ -10,7 +10,7 @@ use crate::auth::{Caller, Scope};
 use crate::error::{Failure, Kind};
 use crate::http::{Request, Response};
 use crate::path;
-use crate::protocol::{bazel, ccache, gradle, nx, sccache, service, turbo};
+use crate::protocol::{bazel, ccache, gradle, nx, oci, sccache, service, turbo};
 
 /// One served request, once parsed: says what it needs, then does it.
 pub trait Endpoint {
@@ -64,6 +64,7 @@ pub static TABLE: &[&Protocol] = &[
     &sccache::PROTOCOL,
     &nx::PROTOCOL,
     &turbo::PROTOCOL,
+    &oci::PROTOCOL,
     &bazel::PROTOCOL,
 ];
 

@@ -58,6 +58,13 @@ impl Request {
         })
     }
 
+    /// The first `name=` query parameter, percent-decoded (`sha256%3A...`
+    /// becomes `sha256:...`). A malformed escape is kept as sent, so the
+    /// caller's own checks refuse it.
+    pub fn query_value(&self, name: &str) -> Option<String> {
+        self.query_param(name).map(percent_decode)
+    }
+
     /// The first value of a header, if it is valid UTF-8.
     pub fn header(&self, name: &str) -> Option<String> {
         let values = self.inner.headers().get(name);
@@ -82,5 +89,43 @@ impl Request {
     /// The underlying request, for reading its body.
     pub fn incoming(&self) -> &IncomingRequest {
         &self.inner
+    }
+}
+
+/// `%XX` escapes decoded; anything that does not decode to UTF-8 is kept as sent.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escape {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).unwrap_or_else(|_| text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_escapes_and_keeps_the_rest() {
+        assert_eq!(percent_decode("sha256%3Aab"), "sha256:ab");
+        assert_eq!(percent_decode("team-a%2Fapp"), "team-a/app");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%ff"), "%ff");
     }
 }

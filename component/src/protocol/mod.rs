@@ -6,6 +6,7 @@ pub mod bazel;
 pub mod ccache;
 pub mod gradle;
 pub mod nx;
+pub mod oci;
 pub mod sccache;
 pub mod service;
 pub mod turbo;

@@ -1,0 +1,762 @@
+//! The OCI distribution API (`/v2/`): what `docker push/pull`, skopeo and
+//! BuildKit's `type=registry` cache speak.
+//!
+//! - `GET /v2/`: the API check (and the 401 challenge when tokens are on);
+//! - blobs: `HEAD|GET /v2/<name>/blobs/<digest>` (with `Range`);
+//! - uploads: `POST /v2/<name>/blobs/uploads/` (with `?digest=` for a
+//!   monolithic upload, `?mount=&from=` for a cross-repository mount), then
+//!   `PATCH` chunks, `PUT ?digest=` to finish, `GET` for the status and
+//!   `DELETE` to cancel;
+//! - manifests: `HEAD|GET|PUT /v2/<name>/manifests/<tag or digest>`;
+//! - `GET /v2/<name>/tags/list`.
+//!
+//! The first component of a repository name with several (`team-a/app`) is
+//! its namespace. Blobs are content-addressed and shared by the repositories
+//! of a namespace (so mounts within it are free); manifests and tags belong to
+//! one repository. Uploads keep no state in the process: a session is a small
+//! marker blob, and its chunks are blocks staged in the store, so any instance
+//! of any process can take the next request. Every upload is verified against
+//! its digest before it is published, on every path. Store keys:
+//!
+//! ```text
+//! oci/<namespace>/blobs/sha256:<hex>                  layers, configs
+//! oci/<namespace>/uploads/<id>                         session marker (+ staged chunks)
+//! oci/<namespace>/repos/<name>/_manifests/sha256:<hex> manifests by digest
+//! oci/<namespace>/repos/<name>/_tags/<tag>             the tagged manifest, with its digest
+//! ```
+//!
+//! A name without a namespace uses `_`, which no namespace can be. `_manifests`
+//! and `_tags` cannot be name components, so no name reaches another's keys.
+
+use crate::auth::{Caller, Need, Scope};
+use crate::bindings::blobcache::store::store;
+use crate::bindings::blobcache::store::types::{BlobInfo, Error as StoreError, WriteMode};
+use crate::blob;
+use crate::error::{Failure, Kind};
+use crate::http::body::read_small;
+use crate::http::{Request, Response};
+use crate::route::{Endpoint, PathRules, Protocol, Root};
+
+pub static PROTOCOL: Protocol = Protocol {
+    name: "oci",
+    root: Root::Segment("v2"),
+    paths: PathRules::Collections,
+    parse: |rest| Ok(Box::new(parse(rest)?)),
+    render,
+};
+
+/// Largest manifest accepted (the distribution registry's limit).
+const MAX_MANIFEST: usize = 4 << 20;
+/// Most tags one listing returns.
+const MAX_TAGS: usize = 10_000;
+/// Metadata name of a tag's manifest digest.
+const DIGEST_METADATA: &str = "oci_digest";
+
+/// The manifest types accepted, as their `Content-Type`.
+const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Call {
+    Base,
+    Blob { name: Name, digest: String },
+    StartUpload { name: Name },
+    Upload { name: Name, id: String },
+    Manifest { name: Name, reference: Reference },
+    Tags { name: Name },
+}
+
+/// A repository name, checked against the distribution spec's grammar.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Name(String);
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reference {
+    Tag(String),
+    Digest(String),
+}
+
+impl Name {
+    fn parse(segments: &[&str]) -> Result<Name, Failure> {
+        let name = segments.join("/");
+        let valid = !segments.is_empty()
+            && name.len() <= 255
+            && segments
+                .iter()
+                .all(|component| is_name_component(component));
+        match valid {
+            true => Ok(Name(name)),
+            false => Err(Failure::bad_request(format!(
+                "repository name {name:?} is invalid: lowercase letters and digits, \
+                 separated by . _ __ or -"
+            ))
+            .with_code("NAME_INVALID")),
+        }
+    }
+
+    /// The namespace tokens are scoped to: the first of several components.
+    fn namespace(&self) -> Option<&str> {
+        self.0.split_once('/').map(|(first, _)| first)
+    }
+
+    fn prefix(&self) -> String {
+        format!("oci/{}", self.namespace().unwrap_or("_"))
+    }
+
+    fn blob_key(&self, digest: &str) -> String {
+        format!("{}/blobs/{digest}", self.prefix())
+    }
+
+    fn upload_key(&self, id: &str) -> String {
+        format!("{}/uploads/{id}", self.prefix())
+    }
+
+    fn manifest_key(&self, digest: &str) -> String {
+        format!("{}/repos/{}/_manifests/{digest}", self.prefix(), self.0)
+    }
+
+    fn tags_prefix(&self) -> String {
+        format!("{}/repos/{}/_tags/", self.prefix(), self.0)
+    }
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
+fn is_name_component(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if bytes.is_empty() || !alnum(&bytes[0]) || !alnum(&bytes[bytes.len() - 1]) {
+        return false;
+    }
+    let mut separator = String::new();
+    for &b in bytes {
+        if alnum(&b) {
+            if !matches!(separator.as_str(), "" | "." | "_" | "__")
+                && !separator.bytes().all(|s| s == b'-')
+            {
+                return false;
+            }
+            separator.clear();
+        } else if matches!(b, b'.' | b'_' | b'-') {
+            separator.push(b as char);
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// `sha256:<64 lowercase hex>`: the only algorithm served.
+fn parse_digest(digest: &str) -> Result<String, Failure> {
+    match digest.strip_prefix("sha256:") {
+        Some(hex) if crate::path::is_sha256_hex(hex) => Ok(digest.to_string()),
+        _ => Err(Failure::bad_request(format!(
+            "digest {digest:?} is invalid: expected sha256:<64 lowercase hex digits>"
+        ))
+        .with_code("DIGEST_INVALID")),
+    }
+}
+
+fn parse_reference(reference: &str) -> Result<Reference, Failure> {
+    if reference.contains(':') {
+        return parse_digest(reference).map(Reference::Digest);
+    }
+    let bytes = reference.as_bytes();
+    let valid = (1..=128).contains(&bytes.len())
+        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    match valid {
+        true => Ok(Reference::Tag(reference.to_string())),
+        false => Err(
+            Failure::bad_request(format!("tag {reference:?} is invalid")).with_code("TAG_INVALID"),
+        ),
+    }
+}
+
+/// An upload id: 32 lowercase hex digits, as [`new_upload_id`] makes them.
+fn parse_upload_id(id: &str) -> Result<String, Failure> {
+    let valid = id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    match valid {
+        true => Ok(id.to_string()),
+        false => Err(upload_unknown()),
+    }
+}
+
+/// `rest` is the path after `/v2`; a last empty segment marks a trailing `/`.
+pub fn parse(rest: &[&str]) -> Result<Call, Failure> {
+    let rest = match rest.split_last() {
+        Some((&"", init)) => init,
+        _ => rest,
+    };
+    match rest {
+        [] => Ok(Call::Base),
+        [name @ .., "blobs", "uploads"] => Ok(Call::StartUpload {
+            name: Name::parse(name)?,
+        }),
+        [name @ .., "blobs", "uploads", id] => Ok(Call::Upload {
+            name: Name::parse(name)?,
+            id: parse_upload_id(id)?,
+        }),
+        [name @ .., "blobs", digest] => Ok(Call::Blob {
+            name: Name::parse(name)?,
+            digest: parse_digest(digest)?,
+        }),
+        [name @ .., "manifests", reference] => Ok(Call::Manifest {
+            name: Name::parse(name)?,
+            reference: parse_reference(reference)?,
+        }),
+        [name @ .., "tags", "list"] => Ok(Call::Tags {
+            name: Name::parse(name)?,
+        }),
+        _ => Err(
+            Failure::new(Kind::NotFound, "no registry endpoint at this path")
+                .with_code("NAME_UNKNOWN"),
+        ),
+    }
+}
+
+impl Call {
+    fn name(&self) -> Option<&Name> {
+        match self {
+            Call::Base => None,
+            Call::Blob { name, .. }
+            | Call::StartUpload { name }
+            | Call::Upload { name, .. }
+            | Call::Manifest { name, .. }
+            | Call::Tags { name } => Some(name),
+        }
+    }
+}
+
+impl Endpoint for Call {
+    fn scope<'a>(&'a self, request: &'a Request) -> Scope<'a> {
+        let need = match (self, request.method()) {
+            (Call::StartUpload { .. } | Call::Upload { .. }, _) => Need::Write,
+            (Call::Manifest { .. }, "PUT" | "DELETE") => Need::Write,
+            _ => Need::Read,
+        };
+        match self.name() {
+            Some(name) => Scope::in_path(need, name.namespace()),
+            // The API check: any valid token, whatever its namespace.
+            None => Scope::of_token(need),
+        }
+    }
+
+    fn handle(&self, request: &Request, _: &Caller) -> Result<Response, Failure> {
+        let response = match (self, request.method()) {
+            (Call::Base, "GET" | "HEAD") => Response::json(200, &serde_json::json!({})),
+            (Call::Blob { name, digest }, "GET" | "HEAD") => get_blob(request, name, digest)?,
+            (Call::StartUpload { name }, "POST") => start_upload(request, name)?,
+            (Call::Upload { name, id }, "PATCH") => patch_upload(request, name, id)?,
+            (Call::Upload { name, id }, "PUT") => finish_upload(request, name, id)?,
+            (Call::Upload { name, id }, "GET") => upload_status(name, id)?,
+            (Call::Upload { name, id }, "DELETE") => cancel_upload(name, id)?,
+            (Call::Manifest { name, reference }, "GET" | "HEAD") => {
+                get_manifest(request, name, reference)?
+            }
+            (Call::Manifest { name, reference }, "PUT") => put_manifest(request, name, reference)?,
+            (Call::Tags { name }, "GET") => list_tags(request, name)?,
+            (Call::Base | Call::Tags { .. }, _) => return Err(unsupported("GET, HEAD")),
+            (Call::Blob { .. }, _) => return Err(unsupported("GET, HEAD")),
+            (Call::StartUpload { .. }, _) => return Err(unsupported("POST")),
+            (Call::Upload { .. }, _) => return Err(unsupported("GET, PATCH, PUT, DELETE")),
+            (Call::Manifest { .. }, _) => return Err(unsupported("GET, HEAD, PUT")),
+        };
+        Ok(response)
+    }
+}
+
+fn unsupported(allow: &str) -> Failure {
+    Failure::method_not_allowed(allow).with_code("UNSUPPORTED")
+}
+
+fn upload_unknown() -> Failure {
+    Failure::new(Kind::NotFound, "upload session unknown").with_code("BLOB_UPLOAD_UNKNOWN")
+}
+
+fn blob_unknown(failure: Failure) -> Failure {
+    match failure.kind {
+        Kind::NotFound => failure.with_code("BLOB_UNKNOWN"),
+        _ => failure,
+    }
+}
+
+fn get_blob(request: &Request, name: &Name, digest: &str) -> Result<Response, Failure> {
+    let digest_header = |_: &BlobInfo| vec![("docker-content-digest".into(), digest.to_string())];
+    blob::read_with_headers(request, &name.blob_key(digest), digest_header).map_err(blob_unknown)
+}
+
+/// 201 for a blob that is now in the repository.
+fn blob_created(name: &Name, digest: &str) -> Response {
+    Response::empty(201)
+        .with_header("location", format!("/v2/{}/blobs/{digest}", name.0))
+        .with_header("docker-content-digest", digest)
+}
+
+fn start_upload(request: &Request, name: &Name) -> Result<Response, Failure> {
+    // A mount from a repository of the same namespace: the blob is already
+    // shared there. Across namespaces the caller may not read the source, so
+    // the client uploads instead (202), as the spec allows.
+    if let Some(digest) = request.query_value("mount") {
+        let digest = parse_digest(&digest)?;
+        let from = request.query_value("from").unwrap_or_default();
+        let from = Name::parse(&from.split('/').collect::<Vec<_>>())?;
+        if from.namespace() == name.namespace() {
+            match store::head(&name.blob_key(&digest)) {
+                Ok(_) => return Ok(blob_created(name, &digest)),
+                Err(StoreError::NotFound) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+    // A monolithic upload in the POST itself.
+    if let Some(digest) = request.query_value("digest") {
+        let digest = parse_digest(&digest)?;
+        put_blob(request, name, &digest)?;
+        return Ok(blob_created(name, &digest));
+    }
+    let id = new_upload_id();
+    let marker = blob::overwrite_options(Some(name.0.len() as u64));
+    let writer = store::create(&name.upload_key(&id), &marker)?;
+    writer.write(name.0.as_bytes())?;
+    crate::bindings::blobcache::store::types::Writer::finish(writer)?;
+    Ok(upload_answer(202, name, &id, 0))
+}
+
+/// A whole blob in one request body, verified against `digest`.
+fn put_blob(request: &Request, name: &Name, digest: &str) -> Result<(), Failure> {
+    let mut options = blob::overwrite_options(blob::declared_length(request)?);
+    options.expected_sha256 = Some(digest["sha256:".len()..].to_string());
+    blob::write(request, &name.blob_key(digest), &options).map_err(digest_mismatch)?;
+    Ok(())
+}
+
+/// A verification failure of an upload, in the spec's words.
+fn digest_mismatch(failure: Failure) -> Failure {
+    match failure.kind {
+        Kind::BadRequest => failure.with_code("DIGEST_INVALID"),
+        _ => failure,
+    }
+}
+
+/// 32 hex digits from the host's random source.
+fn new_upload_id() -> String {
+    wasip2::random::random::get_random_bytes(16)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// 202/204 naming the session and the bytes it holds (`Range: 0-<last>`).
+fn upload_answer(status: u16, name: &Name, id: &str, size: u64) -> Response {
+    Response::empty(status)
+        .with_header("location", format!("/v2/{}/blobs/uploads/{id}", name.0))
+        .with_header("range", format!("0-{}", size.saturating_sub(1)))
+        .with_header("docker-upload-uuid", id)
+}
+
+/// The chunks a session holds, in order; 404 for a session that does not exist.
+fn session_chunks(name: &Name, id: &str) -> Result<(Vec<String>, u64), Failure> {
+    let key = name.upload_key(id);
+    match store::head(&key) {
+        Ok(_) => {}
+        Err(StoreError::NotFound) => return Err(upload_unknown()),
+        Err(error) => return Err(error.into()),
+    }
+    let blocks = store::list_blocks(&key)?;
+    let size = blocks.iter().map(|block| block.size).sum();
+    Ok((blocks.into_iter().map(|block| block.id).collect(), size))
+}
+
+/// The id of the chunk after `count` others: ids sort in upload order.
+fn chunk_id(count: usize) -> String {
+    format!("{count:010}")
+}
+
+/// Stages the request body as the session's next chunk, if it has one.
+fn stage_chunk(
+    request: &Request,
+    name: &Name,
+    id: &str,
+    chunks: &[String],
+    size: u64,
+) -> Result<u64, Failure> {
+    if let Some(range) = request.header("content-range") {
+        let start = range
+            .trim()
+            .trim_start_matches("bytes=")
+            .split('-')
+            .next()
+            .and_then(|start| start.parse::<u64>().ok());
+        if start != Some(size) {
+            return Err(Failure::new(
+                Kind::RangeNotSatisfiable,
+                format!("chunk must start at byte {size}"),
+            )
+            .with_code("BLOB_UPLOAD_INVALID")
+            .with_header("range", format!("0-{}", size.saturating_sub(1)))
+            .with_header("location", format!("/v2/{}/blobs/uploads/{id}", name.0)));
+        }
+    }
+    let declared = blob::declared_length(request)?;
+    if declared == Some(0) {
+        return Ok(0);
+    }
+    let staged = blob::stage(
+        request,
+        &name.upload_key(id),
+        &chunk_id(chunks.len()),
+        declared,
+    )?;
+    Ok(staged)
+}
+
+fn patch_upload(request: &Request, name: &Name, id: &str) -> Result<Response, Failure> {
+    let (chunks, size) = session_chunks(name, id)?;
+    let staged = stage_chunk(request, name, id, &chunks, size)?;
+    Ok(upload_answer(202, name, id, size + staged))
+}
+
+fn finish_upload(request: &Request, name: &Name, id: &str) -> Result<Response, Failure> {
+    let digest = parse_digest(&request.query_value("digest").unwrap_or_default())?;
+    let (mut chunks, size) = session_chunks(name, id)?;
+    if stage_chunk(request, name, id, &chunks, size)? > 0 {
+        chunks.push(chunk_id(chunks.len()));
+    }
+    let upload_key = name.upload_key(id);
+    let mut options = blob::overwrite_options(None);
+    options.expected_sha256 = Some(digest["sha256:".len()..].to_string());
+    options.staged_under = Some(upload_key.clone());
+    store::commit_blocks(&name.blob_key(&digest), &chunks, &options)
+        .map_err(|error| digest_mismatch(error.into()))?;
+    let _ = store::delete(&upload_key);
+    Ok(blob_created(name, &digest))
+}
+
+fn upload_status(name: &Name, id: &str) -> Result<Response, Failure> {
+    let (_, size) = session_chunks(name, id)?;
+    Ok(upload_answer(204, name, id, size))
+}
+
+/// Ends the session; its staged chunks are left to the store's expiry.
+fn cancel_upload(name: &Name, id: &str) -> Result<Response, Failure> {
+    session_chunks(name, id)?;
+    store::delete(&name.upload_key(id))?;
+    Ok(Response::empty(204))
+}
+
+fn get_manifest(
+    request: &Request,
+    name: &Name,
+    reference: &Reference,
+) -> Result<Response, Failure> {
+    let (key, digest) = match reference {
+        Reference::Digest(digest) => (name.manifest_key(digest), Some(digest.clone())),
+        Reference::Tag(tag) => (format!("{}{tag}", name.tags_prefix()), None),
+    };
+    let headers = move |info: &BlobInfo| {
+        let digest = digest.clone().or_else(|| {
+            info.metadata
+                .iter()
+                .find(|(n, _)| n == DIGEST_METADATA)
+                .map(|(_, v)| v.clone())
+        });
+        digest
+            .map(|d| vec![("docker-content-digest".to_string(), d)])
+            .unwrap_or_default()
+    };
+    blob::read_with_headers(request, &key, headers).map_err(|failure| match failure.kind {
+        Kind::NotFound => failure.with_code("MANIFEST_UNKNOWN"),
+        _ => failure,
+    })
+}
+
+/// What a manifest refers to, read from its JSON.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestDocument {
+    media_type: Option<String>,
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(serde::Deserialize)]
+struct Descriptor {
+    digest: String,
+}
+
+fn put_manifest(
+    request: &Request,
+    name: &Name,
+    reference: &Reference,
+) -> Result<Response, Failure> {
+    let invalid = |why: String| Failure::bad_request(why).with_code("MANIFEST_INVALID");
+    let bytes = read_small(request, MAX_MANIFEST).map_err(|error| {
+        let failure: Failure = error.into();
+        match failure.kind {
+            Kind::TooLarge => failure.with_code("MANIFEST_INVALID"),
+            _ => failure,
+        }
+    })?;
+    let document: ManifestDocument = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(format!("manifest is not JSON of a manifest: {e}")))?;
+    let declared = request
+        .header("content-type")
+        .map(|t| t.split(';').next().unwrap_or("").trim().to_string());
+    let media_type = declared
+        .filter(|t| !t.is_empty())
+        .or_else(|| document.media_type.clone())
+        .ok_or_else(|| invalid("manifest has no media type".into()))?;
+    if !MANIFEST_TYPES.contains(&media_type.as_str()) {
+        return Err(invalid(format!(
+            "manifest type {media_type:?} is not served"
+        )));
+    }
+    // Everything it refers to must be here: blobs for images, manifests of
+    // this repository for indexes.
+    for descriptor in document.config.iter().chain(&document.layers) {
+        let digest = parse_digest(&descriptor.digest)?;
+        match store::head(&name.blob_key(&digest)) {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => {
+                return Err(
+                    Failure::bad_request(format!("blob {digest} is not in the registry"))
+                        .with_code("MANIFEST_BLOB_UNKNOWN"),
+                )
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    for descriptor in &document.manifests {
+        let digest = parse_digest(&descriptor.digest)?;
+        match store::head(&name.manifest_key(&digest)) {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => {
+                return Err(Failure::bad_request(format!(
+                    "manifest {digest} is not in this repository"
+                ))
+                .with_code("MANIFEST_UNKNOWN"))
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let digest = format!("sha256:{}", sha256_hex(&bytes));
+    if let Reference::Digest(expected) = reference {
+        if *expected != digest {
+            return Err(Failure::bad_request(format!(
+                "manifest digest is {digest}, not {expected}"
+            ))
+            .with_code("DIGEST_INVALID"));
+        }
+    }
+    let mut options = blob::overwrite_options(Some(bytes.len() as u64));
+    options.content_type = Some(media_type);
+    options.mode = WriteMode::Overwrite;
+    put_bytes(&name.manifest_key(&digest), &bytes, &options)?;
+    if let Reference::Tag(tag) = reference {
+        options.metadata = vec![(DIGEST_METADATA.into(), digest.clone())];
+        put_bytes(&format!("{}{tag}", name.tags_prefix()), &bytes, &options)?;
+    }
+    Ok(Response::empty(201)
+        .with_header("location", format!("/v2/{}/manifests/{digest}", name.0))
+        .with_header("docker-content-digest", digest))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Publishes a small document held in memory.
+fn put_bytes(
+    key: &str,
+    bytes: &[u8],
+    options: &crate::bindings::blobcache::store::types::WriteOptions,
+) -> Result<BlobInfo, Failure> {
+    let writer = store::create(key, options)?;
+    for chunk in bytes.chunks(64 << 10) {
+        writer.write(chunk)?;
+    }
+    Ok(crate::bindings::blobcache::store::types::Writer::finish(
+        writer,
+    )?)
+}
+
+fn list_tags(request: &Request, name: &Name) -> Result<Response, Failure> {
+    let prefix = name.tags_prefix();
+    let mut tags = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store::list(&prefix, cursor.as_deref(), 1000)?;
+        tags.extend(
+            page.entries
+                .into_iter()
+                .filter_map(|entry| entry.key.strip_prefix(&prefix).map(str::to_string)),
+        );
+        if tags.len() > MAX_TAGS {
+            return Err(Failure::new(
+                Kind::TooLarge,
+                format!("more than {MAX_TAGS} tags: page with n and last"),
+            ));
+        }
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    tags.sort();
+    if let Some(last) = request.query_value("last") {
+        tags.retain(|tag| *tag > last);
+    }
+    let mut response_headers = Vec::new();
+    if let Some(n) = request
+        .query_param("n")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        if tags.len() > n {
+            tags.truncate(n);
+            if let Some(last) = tags.last() {
+                response_headers.push((
+                    "link".to_string(),
+                    format!("</v2/{}/tags/list?n={n}&last={last}>; rel=\"next\"", name.0),
+                ));
+            }
+        }
+    }
+    if tags.is_empty() && request.query_param("last").is_none() {
+        return Err(
+            Failure::new(Kind::NotFound, "repository has no tags").with_code("NAME_UNKNOWN")
+        );
+    }
+    let mut response = Response::json(200, &serde_json::json!({ "name": name.0, "tags": tags }));
+    response.headers.extend(response_headers);
+    Ok(response)
+}
+
+/// `{"errors":[{"code","message","detail"}]}`, with the spec's codes, and the
+/// API version header every registry answer carries. The challenge is Basic
+/// only: a Bearer challenge sends clients looking for a token service.
+fn render(failure: Failure) -> Response {
+    let code = failure.code.unwrap_or(match failure.kind {
+        Kind::Unauthorized => "UNAUTHORIZED",
+        Kind::Forbidden => "DENIED",
+        Kind::NotFound => "NAME_UNKNOWN",
+        Kind::MethodNotAllowed => "UNSUPPORTED",
+        Kind::TooLarge => "SIZE_INVALID",
+        Kind::Unavailable => "UNAVAILABLE",
+        Kind::Full | Kind::Internal => "UNKNOWN",
+        _ => "UNSUPPORTED",
+    });
+    let body = serde_json::json!({
+        "errors": [{ "code": code, "message": failure.reason, "detail": null }]
+    });
+    let mut response = Response::json(failure.status(), &body);
+    response.headers.extend(
+        failure
+            .headers
+            .into_iter()
+            .filter(|(name, value)| name != "www-authenticate" || value.starts_with("Basic")),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in [
+            "app",
+            "team-a/app",
+            "a/b/c",
+            "my_app",
+            "a__b",
+            "a---b",
+            "a.b",
+        ] {
+            assert!(
+                Name::parse(&good.split('/').collect::<Vec<_>>()).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in ["App", "-a", "a-", "a___b", "a..b", "_tags", "a.-b"] {
+            assert!(
+                Name::parse(&bad.split('/').collect::<Vec<_>>()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn paths() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(parse(&[""]), Ok(Call::Base));
+        assert_eq!(parse(&[]), Ok(Call::Base));
+        assert!(matches!(
+            parse(&["team-a", "app", "blobs", "uploads", ""]),
+            Ok(Call::StartUpload { .. })
+        ));
+        assert!(matches!(
+            parse(&["app", "blobs", &digest]),
+            Ok(Call::Blob { .. })
+        ));
+        assert!(matches!(
+            parse(&["app", "manifests", "v1.0"]),
+            Ok(Call::Manifest {
+                reference: Reference::Tag(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["app", "manifests", &digest]),
+            Ok(Call::Manifest {
+                reference: Reference::Digest(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["a", "tags", "list"]),
+            Ok(Call::Tags { .. })
+        ));
+        let code = |path: &[&str]| parse(path).unwrap_err().code;
+        assert_eq!(
+            code(&["app", "blobs", "sha256:abc"]),
+            Some("DIGEST_INVALID")
+        );
+        assert_eq!(code(&["app", "blobs", "md5:abc"]), Some("DIGEST_INVALID"));
+        assert_eq!(code(&["App", "blobs", &digest]), Some("NAME_INVALID"));
+        assert_eq!(code(&["app", "manifests", "-x"]), Some("TAG_INVALID"));
+        assert_eq!(
+            code(&["app", "blobs", "uploads", "nope"]),
+            Some("BLOB_UPLOAD_UNKNOWN")
+        );
+    }
+
+    #[test]
+    fn keys_by_namespace() {
+        let name = Name::parse(&["team-a", "app"]).unwrap();
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(name.blob_key(&digest), format!("oci/team-a/blobs/{digest}"));
+        assert_eq!(
+            name.manifest_key(&digest),
+            format!("oci/team-a/repos/team-a/app/_manifests/{digest}")
+        );
+        let plain = Name::parse(&["app"]).unwrap();
+        assert_eq!(plain.tags_prefix(), "oci/_/repos/app/_tags/");
+    }
+}
