@@ -45,6 +45,9 @@ pub static PROTOCOL: Protocol = Protocol {
     render,
 };
 
+/// Sent with every answer; Docker checks it on `/v2/`.
+const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
+
 /// Largest manifest accepted (the distribution registry's limit).
 const MAX_MANIFEST: usize = 4 << 20;
 /// Most tags one listing returns.
@@ -270,7 +273,7 @@ impl Endpoint for Call {
             (Call::Upload { .. }, _) => return Err(unsupported("GET, PATCH, PUT, DELETE")),
             (Call::Manifest { .. }, _) => return Err(unsupported("GET, HEAD, PUT")),
         };
-        Ok(response)
+        Ok(response.with_header(API_VERSION.0, API_VERSION.1))
     }
 }
 
@@ -407,7 +410,8 @@ fn stage_chunk(
         }
     }
     let declared = blob::declared_length(request)?;
-    if declared == Some(0) {
+    let chunked = request.header("transfer-encoding").is_some();
+    if declared == Some(0) || (declared.is_none() && !chunked) {
         return Ok(0);
     }
     let staged = blob::stage(
@@ -664,7 +668,8 @@ fn render(failure: Failure) -> Response {
     let body = serde_json::json!({
         "errors": [{ "code": code, "message": failure.reason, "detail": null }]
     });
-    let mut response = Response::json(failure.status(), &body);
+    let mut response =
+        Response::json(failure.status(), &body).with_header(API_VERSION.0, API_VERSION.1);
     response.headers.extend(
         failure
             .headers

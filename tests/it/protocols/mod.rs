@@ -5,6 +5,7 @@ mod bazel;
 mod ccache;
 mod gradle;
 mod nx;
+mod oci;
 mod sccache;
 mod service;
 mod turbo;

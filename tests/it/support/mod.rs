@@ -17,6 +17,7 @@ pub mod ccache;
 pub mod fault_proxy;
 pub mod gradle;
 pub mod nx;
+pub mod oci;
 pub mod sccache;
 pub mod store_component;
 pub mod turbo;
