@@ -162,38 +162,47 @@ pub fn write(request: &Request, key: &str, options: &WriteOptions) -> Result<Blo
 }
 
 /// Streams the request body into a block staged for `key` under `block_id`
-/// (one part of a multi-request upload); returns the bytes staged.
+/// (one part of a multi-request upload); returns the bytes staged. An empty
+/// body stages nothing and returns 0: a chunked body's length is unknown
+/// until it ends, and stores need not keep empty blocks.
 pub fn stage(
     request: &Request,
     key: &str,
     block_id: &str,
     expected_size: Option<u64>,
 ) -> Result<u64, Failure> {
-    Ok(finish(request, store::stage_block(key, block_id, expected_size)?)?.size)
+    let (writer, received) = receive(request, store::stage_block(key, block_id, expected_size)?)?;
+    if received == 0 {
+        // Dropped unfinished: nothing is staged.
+        return Ok(0);
+    }
+    Ok(Writer::finish(writer)?.size)
 }
 
 /// Streams the request body into `writer` and finishes it.
 fn finish(request: &Request, writer: Writer) -> Result<BlobInfo, Failure> {
+    let (writer, _) = receive(request, writer)?;
+    Ok(Writer::finish(writer)?)
+}
+
+/// Streams the request body into `writer` without finishing it: the writer
+/// back and the bytes moved, or why it failed (nothing is published then).
+fn receive(request: &Request, writer: Writer) -> Result<(Writer, u64), Failure> {
     match receive_body(request, &writer) {
-        Ok(_) => {}
-        Err(ReceiveError::Client(reason)) => return Err(Failure::bad_request(reason)),
-        Err(ReceiveError::NoStream(e)) => return Err(e.into()),
-        Err(ReceiveError::SinkClosed) => {
-            return Err(Failure::new(
-                Kind::Internal,
-                "the store closed the upload stream early",
-            ))
-        }
+        Ok(received) => Ok((writer, received)),
+        Err(ReceiveError::Client(reason)) => Err(Failure::bad_request(reason)),
+        Err(ReceiveError::NoStream(e)) => Err(e.into()),
+        Err(ReceiveError::SinkClosed) => Err(Failure::new(
+            Kind::Internal,
+            "the store closed the upload stream early",
+        )),
         // The writer recorded why its stream failed; `finish` reports it and
         // publishes nothing.
-        Err(ReceiveError::Store) => {
-            return Err(match Writer::finish(writer) {
-                Err(e) => e.into(),
-                Ok(_) => Failure::new(Kind::Internal, "store stream failed"),
-            })
-        }
+        Err(ReceiveError::Store) => Err(match Writer::finish(writer) {
+            Err(e) => e.into(),
+            Ok(_) => Failure::new(Kind::Internal, "store stream failed"),
+        }),
     }
-    Ok(Writer::finish(writer)?)
 }
 
 /// [`write`] of an opaque blob that may replace what `key` holds, sized by

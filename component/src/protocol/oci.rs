@@ -409,9 +409,10 @@ fn stage_chunk(
             .with_header("location", format!("/v2/{}/blobs/uploads/{id}", name.0)));
         }
     }
+    // A body of unknown length (chunked; hosts do not pass on
+    // `transfer-encoding`) may still be empty: `stage` then stages nothing.
     let declared = blob::declared_length(request)?;
-    let chunked = request.header("transfer-encoding").is_some();
-    if declared == Some(0) || (declared.is_none() && !chunked) {
+    if declared == Some(0) {
         return Ok(0);
     }
     let staged = blob::stage(

@@ -558,3 +558,22 @@ fn skopeo_beside_the_reference_registry(target: Target) {
     );
     assert_eq!(copies[0].1 .0, layout.manifest_digest);
 }
+
+// The real Docker and its embedded BuildKit: push, pull, and a build that
+// imports its cache from the registry after a prune ("importing cache
+// manifest", CACHED steps); the same sequence against the reference registry.
+on_targets!(real_docker_beside_the_reference_registry: dir, azure);
+fn real_docker_beside_the_reference_registry(target: Target) {
+    let (Some(docker), Some(reference)) = (
+        support::docker::Docker::start(),
+        oci::ReferenceRegistry::start(),
+    ) else {
+        return;
+    };
+    let Some(server) = deploy(target, &[]) else {
+        return;
+    };
+    for registry in [&server.addr, &reference.addr] {
+        support::docker::push_pull_and_import_cache(&docker, registry);
+    }
+}

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 pub mod bazel;
 pub mod ccache;
+pub mod docker;
 pub mod fault_proxy;
 pub mod gradle;
 pub mod nx;
