@@ -90,6 +90,13 @@ pub struct Deployment {
     _azurite: Option<Azurite>,
 }
 
+impl Deployment {
+    /// The Azurite the store is on, for targets whose store is Azure.
+    pub fn azurite(&self) -> Option<&Azurite> {
+        self._azurite.as_ref()
+    }
+}
+
 impl Deref for Deployment {
     type Target = Server;
 

@@ -27,6 +27,18 @@
 //!
 //! A name without a namespace uses `_`, which no namespace can be. `_manifests`
 //! and `_tags` cannot be name components, so no name reaches another's keys.
+//!
+//! **Caches BuildKit's `type=azblob` wrote** (with `prefix=<repository>`, into
+//! the container blobcache's Azure store uses) are served too, so builders
+//! without the account key can import them with `type=registry`: a tag
+//! `<name>` the repository does not have is looked up as BuildKit's
+//! `<repository>/manifests/<name>` (its cache config, with each layer's
+//! media type, size and diff id), and answered as the image manifest
+//! BuildKit's registry importer reads (config of type
+//! `application/vnd.buildkit.cacheconfig.v0`); blobs the registry does not
+//! have are looked up at `<repository>/blobs/<digest>`. The config and the
+//! manifest are derived once and kept as registry content, so their digests
+//! resolve like any other.
 
 use crate::auth::{Caller, Need, Scope};
 use crate::bindings::blobcache::store::store;
@@ -124,6 +136,16 @@ impl Name {
 
     fn tags_prefix(&self) -> String {
         format!("{}/repos/{}/_tags/", self.prefix(), self.0)
+    }
+
+    /// Where BuildKit's `type=azblob` with `prefix=<name>` keeps a blob.
+    fn azblob_blob_key(&self, digest: &str) -> String {
+        format!("{}/blobs/{digest}", self.0)
+    }
+
+    /// Where BuildKit's `type=azblob` with `prefix=<name>` keeps cache `tag`.
+    fn azblob_manifest_key(&self, tag: &str) -> String {
+        format!("{}/manifests/{tag}", self.0)
     }
 }
 
@@ -294,7 +316,14 @@ fn blob_unknown(failure: Failure) -> Failure {
 
 fn get_blob(request: &Request, name: &Name, digest: &str) -> Result<Response, Failure> {
     let digest_header = |_: &BlobInfo| vec![("docker-content-digest".into(), digest.to_string())];
-    blob::read_with_headers(request, &name.blob_key(digest), digest_header).map_err(blob_unknown)
+    match blob::read_with_headers(request, &name.blob_key(digest), digest_header) {
+        // Not pushed here: perhaps a layer BuildKit's azblob cache wrote.
+        Err(failure) if failure.kind == Kind::NotFound => {
+            blob::read_with_headers(request, &name.azblob_blob_key(digest), digest_header)
+                .map_err(blob_unknown)
+        }
+        other => other,
+    }
 }
 
 /// 201 for a blob that is now in the repository.
@@ -478,10 +507,123 @@ fn get_manifest(
             .map(|d| vec![("docker-content-digest".to_string(), d)])
             .unwrap_or_default()
     };
-    blob::read_with_headers(request, &key, headers).map_err(|failure| match failure.kind {
+    let unknown = |failure: Failure| match failure.kind {
         Kind::NotFound => failure.with_code("MANIFEST_UNKNOWN"),
         _ => failure,
+    };
+    match (blob::read_with_headers(request, &key, headers), reference) {
+        (Err(failure), Reference::Tag(tag)) if failure.kind == Kind::NotFound => {
+            let digest = from_azblob_cache(name, tag).map_err(unknown)?;
+            get_manifest(request, name, &Reference::Digest(digest))
+        }
+        (answer, _) => answer.map_err(unknown),
+    }
+}
+
+/// BuildKit's cache config (`v1.CacheConfig`), as far as it is read here.
+#[derive(serde::Deserialize)]
+struct AzblobCacheConfig {
+    #[serde(default)]
+    layers: Vec<AzblobLayer>,
+}
+
+#[derive(serde::Deserialize)]
+struct AzblobLayer {
+    blob: String,
+    annotations: Option<AzblobLayerAnnotations>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AzblobLayerAnnotations {
+    media_type: Option<String>,
+    #[serde(rename = "diffID")]
+    diff_id: Option<String>,
+    size: Option<u64>,
+    created_at: Option<String>,
+}
+
+/// The image manifest for cache `tag` of BuildKit's `type=azblob` layout,
+/// kept with its config as registry content; returns its digest.
+fn from_azblob_cache(name: &Name, tag: &str) -> Result<String, Failure> {
+    let config = read_document(&name.azblob_manifest_key(tag), MAX_MANIFEST)?;
+    let parsed: AzblobCacheConfig = serde_json::from_slice(&config).map_err(|e| {
+        Failure::new(
+            Kind::Internal,
+            format!("BuildKit's cache config for {tag:?} is not readable: {e}"),
+        )
+    })?;
+    let mut layers = Vec::new();
+    for layer in parsed.layers {
+        let annotations = layer.annotations.ok_or_else(|| {
+            Failure::new(
+                Kind::Internal,
+                "a layer of BuildKit's cache config has no annotations",
+            )
+        })?;
+        let mut descriptor_annotations = serde_json::Map::new();
+        if let Some(diff_id) = annotations.diff_id {
+            descriptor_annotations.insert("containerd.io/uncompressed".into(), diff_id.into());
+        }
+        if let Some(created) = annotations.created_at.filter(|t| !t.starts_with("0001-")) {
+            descriptor_annotations.insert("buildkit/createdat".into(), created.into());
+        }
+        layers.push(serde_json::json!({
+            "mediaType": annotations.media_type.unwrap_or_else(|| "application/vnd.oci.image.layer.v1.tar+gzip".into()),
+            "digest": parse_digest(&layer.blob)?,
+            "size": annotations.size.unwrap_or(0),
+            "annotations": descriptor_annotations,
+        }));
+    }
+    let config_digest = format!("sha256:{}", sha256_hex(&config));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPES[0],
+        "config": {
+            "mediaType": "application/vnd.buildkit.cacheconfig.v0",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": layers,
     })
+    .to_string()
+    .into_bytes();
+    let digest = format!("sha256:{}", sha256_hex(&manifest));
+    let mut options = blob::overwrite_options(Some(config.len() as u64));
+    options.expected_sha256 = Some(config_digest["sha256:".len()..].to_string());
+    put_bytes(&name.blob_key(&config_digest), &config, &options)?;
+    let mut options = blob::overwrite_options(Some(manifest.len() as u64));
+    options.content_type = Some(MANIFEST_TYPES[0].into());
+    put_bytes(&name.manifest_key(&digest), &manifest, &options)?;
+    Ok(digest)
+}
+
+/// A small blob read whole (a manifest, a cache config), at most `limit` bytes.
+fn read_document(key: &str, limit: usize) -> Result<Vec<u8>, Failure> {
+    let (info, stream) = store::open(key, None)?;
+    if info.size > limit as u64 {
+        return Err(Failure::new(
+            Kind::TooLarge,
+            format!("{key} is over {limit} bytes"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(info.size as usize);
+    loop {
+        match stream.blocking_read(64 << 10) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(wasip2::io::streams::StreamError::Closed) => break,
+            Err(wasip2::io::streams::StreamError::LastOperationFailed(e)) => {
+                return Err(Failure::new(Kind::Unavailable, e.to_debug_string()))
+            }
+        }
+        if bytes.len() > limit {
+            return Err(Failure::new(
+                Kind::TooLarge,
+                format!("{key} is over {limit} bytes"),
+            ));
+        }
+    }
+    Ok(bytes)
 }
 
 /// What a manifest refers to, read from its JSON.

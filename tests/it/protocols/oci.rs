@@ -659,3 +659,92 @@ fn tokens_and_the_basic_challenge(target: Target) {
     );
     assert_eq!(read.status, 403, "team b cannot read team a's images");
 }
+
+// A cache BuildKit's `type=azblob` wrote to Azure (`prefix=team-a/app`, the
+// default name `buildkit`), laid out in Azurite by plain Put Blobs as BuildKit
+// writes it, read through the registry endpoint as BuildKit's `type=registry`
+// importer reads it: builders without the account key use the same cache.
+on_targets!(buildkit_azblob_cache_through_the_registry: azure, wasmtime_serve);
+fn buildkit_azblob_cache_through_the_registry(target: Target) {
+    let Some(server) = deploy(target, &[]) else {
+        return;
+    };
+    let azurite = server.azurite().unwrap();
+    let layers: Vec<Vec<u8>> = (0..3)
+        .map(|i| support::noise(70 + i, 40_000 + i as usize))
+        .collect();
+    let mut config_layers = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let digest = digest_of(layer);
+        azurite.put_blob(CONTAINER, &format!("team-a/app/blobs/{digest}"), layer);
+        let mut entry = json!({
+            "blob": digest,
+            "annotations": {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "diffID": format!("sha256:{}", sha256_hex(format!("uncompressed {i}").as_bytes())),
+                "size": layer.len(),
+                "createdAt": "2026-11-28T10:00:00Z",
+            },
+        });
+        if i == 0 {
+            entry["parent"] = json!(-1);
+        }
+        config_layers.push(entry);
+    }
+    let cache_config = json!({
+        "layers": config_layers,
+        "records": [{"digest": "sha256:".to_string() + &"0".repeat(64)}],
+    })
+    .to_string()
+    .into_bytes();
+    azurite.put_blob(CONTAINER, "team-a/app/manifests/buildkit", &cache_config);
+
+    // The importer: HEAD the tag, GET by digest, the config, the layers.
+    let repo = "/v2/team-a/app";
+    let head = server.request(
+        "HEAD",
+        &format!("{repo}/manifests/buildkit"),
+        &[("accept", OCI_MANIFEST)],
+        Body::Empty,
+    );
+    assert_eq!(head.status, 200, "{}", head.text());
+    let digest = head.header("docker-content-digest").unwrap().to_string();
+    let manifest = server.get(&format!("{repo}/manifests/{digest}"));
+    assert_eq!(manifest.status, 200);
+    assert_eq!(digest_of(&manifest.body), digest);
+    assert_eq!(
+        head.header("content-length").unwrap(),
+        manifest.body.len().to_string()
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest.body).unwrap();
+    assert_eq!(parsed["mediaType"], OCI_MANIFEST);
+    assert_eq!(
+        parsed["config"]["mediaType"],
+        "application/vnd.buildkit.cacheconfig.v0"
+    );
+    let config_digest = parsed["config"]["digest"].as_str().unwrap();
+    assert!(server.get(&format!("{repo}/blobs/{config_digest}")).body == cache_config);
+    for (i, layer) in layers.iter().enumerate() {
+        let descriptor = &parsed["layers"][i];
+        assert_eq!(descriptor["digest"], digest_of(layer));
+        assert_eq!(descriptor["size"], layer.len());
+        assert_eq!(
+            descriptor["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        assert!(descriptor["annotations"]["containerd.io/uncompressed"].is_string());
+        assert_eq!(
+            descriptor["annotations"]["buildkit/createdat"],
+            "2026-11-28T10:00:00Z"
+        );
+        assert!(
+            server
+                .get(&format!("{repo}/blobs/{}", digest_of(layer)))
+                .body
+                == *layer
+        );
+    }
+    // A tag that is neither the registry's nor BuildKit's is unknown.
+    let missing = server.head(&format!("{repo}/manifests/other"));
+    assert_eq!(missing.status, 404);
+}

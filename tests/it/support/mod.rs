@@ -448,6 +448,34 @@ impl Azurite {
         build: impl Fn(&blobcache_azure::Container) -> blobcache_azure::Operation,
         container: &str,
     ) -> (u16, String) {
+        self.signed_with_body(build, container, &[])
+    }
+
+    /// Put Blob of `content` at `name`, signed by our own Shared Key code:
+    /// a blob as any other Azure client writes it, without blobcache's metadata.
+    pub fn put_blob(&self, container: &str, name: &str, content: &[u8]) {
+        let properties = blobcache_azure::WriteProperties::default();
+        let (status, text) = self.signed_with_body(
+            |c| {
+                c.put_blob(
+                    name,
+                    content.len() as u64,
+                    &properties,
+                    std::time::SystemTime::now(),
+                )
+            },
+            container,
+            content,
+        );
+        assert_eq!(status, 201, "Put Blob {name}: {text}");
+    }
+
+    pub fn signed_with_body(
+        &self,
+        build: impl Fn(&blobcache_azure::Container) -> blobcache_azure::Operation,
+        container: &str,
+        body: &[u8],
+    ) -> (u16, String) {
         let account =
             blobcache_azure::Account::from_connection_string(&self.connection_string()).unwrap();
         let container = blobcache_azure::Container::new(account, container).unwrap();
@@ -463,7 +491,11 @@ impl Azurite {
             .collect();
         let path = request.uri().path_and_query().unwrap().as_str();
         let mut connection = Connection::open(&format!("127.0.0.1:{}", self.port));
-        connection.send(request.method().as_str(), path, &pairs, Body::Empty);
+        let body = match body {
+            [] => Body::Empty,
+            bytes => Body::Bytes(bytes),
+        };
+        connection.send(request.method().as_str(), path, &pairs, body);
         let response = connection.receive(request.method() == "HEAD").collect();
         (response.status, response.text())
     }
