@@ -295,6 +295,9 @@ impl DirStore {
         let staging = blobcache_store_rules::staging_key(key, options.staged_under.as_deref())
             .map_err(Error::Invalid)?;
         let dir = self.block_dir(staging);
+        if let [id] = block_ids {
+            return self.commit_single_block(key, &dir, id, options);
+        }
         let mut temp = self.temp_file()?;
         let mut sink = Sink::new(BlobFile::new(temp.file.take().unwrap()), options.max_size);
         let mut buffer = vec![0u8; 1 << 20];
@@ -317,6 +320,60 @@ impl DirStore {
         }
         let info = self.publish_blob(key, sink.finish()?, temp, options)?;
         let _ = fs::remove_dir_all(&dir);
+        Ok(info)
+    }
+}
+
+impl DirStore {
+    /// A commit of one block (an upload sent in one request, the usual OCI
+    /// `PATCH`): the block file is hashed where it lies and becomes the blob
+    /// itself (trailer appended, renamed into place), so its bytes are read
+    /// once and never copied. Every refusal that can be known before it is
+    /// moved (size, digest, conditions) leaves it staged.
+    fn commit_single_block(
+        &self,
+        key: &str,
+        dir: &Path,
+        id: &str,
+        options: &WriteOptions,
+    ) -> Result<BlobInfo> {
+        check_block_id(id)?;
+        let block = dir.join(block_file_name(id));
+        let mut file = File::open(&block).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::Invalid(format!("block {id:?} is not staged")),
+            _ => e.into(),
+        })?;
+        let mut sink = Sink::new(io::sink(), options.max_size);
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            sink.write(&buffer[..n])?;
+        }
+        let hashed = sink.finish()?;
+        verify(options, hashed.size, &hashed.sha256)?;
+        let existing = self.open_blob(key).ok();
+        match (&options.mode, &options.if_match, &existing) {
+            (WriteMode::CreateOnly, _, Some(_)) => return Err(Error::AlreadyExists),
+            (_, Some(expected), Some((_, current)))
+                if etag_for(&current.trailer.sha256) == *expected => {}
+            (_, Some(_), _) => return Err(Error::PreconditionFailed),
+            _ => {}
+        }
+        // Adopt the block as this upload's temp file, then publish it.
+        let mut temp = self.temp_file()?;
+        drop(temp.file.take());
+        fs::rename(&block, &temp.path)?;
+        let file = File::options().append(true).open(&temp.path)?;
+        let written = Written {
+            writer: BlobFile::new(file),
+            size: hashed.size,
+            sha256: hashed.sha256,
+        };
+        let info = self.publish_blob(key, written, temp, options)?;
+        let _ = fs::remove_dir_all(dir);
         Ok(info)
     }
 }
