@@ -7,7 +7,7 @@ use crate::bindings::blobcache::store::types::{
     BlobInfo, ByteRange, Error as StoreError, WriteMode, WriteOptions, Writer,
 };
 use crate::error::{Failure, Kind};
-use crate::http::body::{receive_body, ReceiveError};
+use crate::http::body::{receive_body_within, ReceiveError};
 use crate::http::range::{self, Parsed, RangeSpec};
 use crate::http::{Request, Response};
 use wasip2::io::streams::InputStream;
@@ -164,14 +164,29 @@ pub fn write(request: &Request, key: &str, options: &WriteOptions) -> Result<Blo
 /// Streams the request body into a block staged for `key` under `block_id`
 /// (one part of a multi-request upload); returns the bytes staged. An empty
 /// body stages nothing and returns 0: a chunked body's length is unknown
-/// until it ends, and stores need not keep empty blocks.
+/// until it ends, and stores need not keep empty blocks. More than `budget`
+/// bytes (what is left of the upload's size limit) is refused with 413,
+/// before the body is read when its length is declared.
 pub fn stage(
     request: &Request,
     key: &str,
     block_id: &str,
     expected_size: Option<u64>,
+    budget: Option<u64>,
 ) -> Result<u64, Failure> {
-    let (writer, received) = receive(request, store::stage_block(key, block_id, expected_size)?)?;
+    if let (Some(length), Some(budget)) = (expected_size, budget) {
+        if length > budget {
+            return Err(Failure::new(
+                Kind::TooLarge,
+                format!("the upload would be over its limit: {budget} bytes are left"),
+            ));
+        }
+    }
+    // A declared length is enforced by the store; only an undeclared one
+    // needs counting here.
+    let counted = budget.filter(|_| expected_size.is_none());
+    let writer = store::stage_block(key, block_id, expected_size)?;
+    let (writer, received) = receive(request, writer, counted)?;
     if received == 0 {
         // Dropped unfinished: nothing is staged.
         return Ok(0);
@@ -181,17 +196,25 @@ pub fn stage(
 
 /// Streams the request body into `writer` and finishes it.
 fn finish(request: &Request, writer: Writer) -> Result<BlobInfo, Failure> {
-    let (writer, _) = receive(request, writer)?;
+    let (writer, _) = receive(request, writer, None)?;
     Ok(Writer::finish(writer)?)
 }
 
 /// Streams the request body into `writer` without finishing it: the writer
 /// back and the bytes moved, or why it failed (nothing is published then).
-fn receive(request: &Request, writer: Writer) -> Result<(Writer, u64), Failure> {
-    match receive_body(request, &writer) {
+fn receive(
+    request: &Request,
+    writer: Writer,
+    budget: Option<u64>,
+) -> Result<(Writer, u64), Failure> {
+    match receive_body_within(request, &writer, budget) {
         Ok(received) => Ok((writer, received)),
         Err(ReceiveError::Client(reason)) => Err(Failure::bad_request(reason)),
         Err(ReceiveError::NoStream(e)) => Err(e.into()),
+        Err(ReceiveError::OverBudget(budget)) => Err(Failure::new(
+            Kind::TooLarge,
+            format!("the upload is over its {budget}-byte limit"),
+        )),
         Err(ReceiveError::SinkClosed) => Err(Failure::new(
             Kind::Internal,
             "the store closed the upload stream early",

@@ -28,10 +28,24 @@ pub enum ReceiveError {
     SinkClosed,
     /// The store could not open the upload stream; the writer is dropped unfinished.
     NoStream(crate::bindings::blobcache::store::types::Error),
+    /// More than the budget given to [`receive_body_within`] arrived; the writer
+    /// is dropped unfinished.
+    OverBudget(u64),
 }
 
 /// Streams the request body into `writer` (without publishing it).
 pub fn receive_body(request: &Request, writer: &Writer) -> Result<u64, ReceiveError> {
+    receive_body_within(request, writer, None)
+}
+
+/// [`receive_body`], refusing more than `budget` bytes. A store writer that
+/// enforces no limit of its own (a staged block) is given the budget here:
+/// the bytes are then copied through the guest, which counts them.
+pub fn receive_body_within(
+    request: &Request,
+    writer: &Writer,
+    budget: Option<u64>,
+) -> Result<u64, ReceiveError> {
     let body = request
         .incoming()
         .consume()
@@ -39,12 +53,12 @@ pub fn receive_body(request: &Request, writer: &Writer) -> Result<u64, ReceiveEr
     let source = body
         .stream()
         .map_err(|()| ReceiveError::Client("request body unavailable".into()))?;
-    let result = if crate::config::copy_uploads() {
-        copy_into(&source, writer)
+    let result = if crate::config::copy_uploads() || budget.is_some() {
+        copy_into(&source, writer, budget)
     } else {
         match writer.body() {
             Ok(Some(sink)) => splice_into(&source, sink),
-            Ok(None) => copy_into(&source, writer),
+            Ok(None) => copy_into(&source, writer, None),
             Err(e) => Err(ReceiveError::NoStream(e)),
         }
     };
@@ -77,7 +91,11 @@ fn splice_into(source: &InputStream, sink: OutputStream) -> Result<u64, ReceiveE
 
 /// Copies the body into a store that takes chunks (`writer.write`): a store
 /// component cannot hand out a stream, so the bytes pass through guest memory.
-fn copy_into(source: &InputStream, writer: &Writer) -> Result<u64, ReceiveError> {
+fn copy_into(
+    source: &InputStream,
+    writer: &Writer,
+    budget: Option<u64>,
+) -> Result<u64, ReceiveError> {
     let mut total = 0;
     let stall = crate::config::body_stall_secs();
     loop {
@@ -89,6 +107,9 @@ fn copy_into(source: &InputStream, writer: &Writer) -> Result<u64, ReceiveError>
             }
             Ok(Some(chunk)) => {
                 let length = chunk.len() as u64;
+                if budget.is_some_and(|budget| total + length > budget) {
+                    return Err(ReceiveError::OverBudget(budget.unwrap_or(0)));
+                }
                 // The writer records why it failed; `finish` reports it.
                 writer.write(&chunk).map_err(|_| ReceiveError::Store)?;
                 total += length;

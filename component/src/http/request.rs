@@ -101,6 +101,7 @@ fn percent_decode(text: &str) -> String {
         let escape = (bytes[i] == b'%')
             .then(|| text.get(i + 1..i + 3))
             .flatten()
+            .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
             .and_then(|hex| u8::from_str_radix(hex, 16).ok());
         match escape {
             Some(byte) => {
@@ -127,5 +128,6 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode("%ff"), "%ff");
+        assert_eq!(percent_decode("%+f"), "%+f");
     }
 }

@@ -57,6 +57,10 @@ pub static PROTOCOL: Protocol = Protocol {
     render,
 };
 
+/// The first segments of the store keys the protocols write; names starting
+/// with one never reach the azblob view.
+const PROTOCOL_KEY_ROOTS: &[&str] = &["oci", "bazel", "ccache", "sccache", "gradle", "turbo", "nx"];
+
 /// Sent with every answer; Docker checks it on `/v2/`.
 const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/2.0");
 
@@ -138,14 +142,23 @@ impl Name {
         format!("{}/repos/{}/_tags/", self.prefix(), self.0)
     }
 
-    /// Where BuildKit's `type=azblob` with `prefix=<name>` keeps a blob.
-    fn azblob_blob_key(&self, digest: &str) -> String {
-        format!("{}/blobs/{digest}", self.0)
+    /// Where BuildKit's `type=azblob` with `prefix=<name>` keeps a blob; none
+    /// for names whose keys would fall among the protocols' own (`oci/...`,
+    /// `ccache/...`), where other clients write what they like.
+    fn azblob_blob_key(&self, digest: &str) -> Option<String> {
+        self.outside_protocol_keys()
+            .then(|| format!("{}/blobs/{digest}", self.0))
     }
 
     /// Where BuildKit's `type=azblob` with `prefix=<name>` keeps cache `tag`.
-    fn azblob_manifest_key(&self, tag: &str) -> String {
-        format!("{}/manifests/{tag}", self.0)
+    fn azblob_manifest_key(&self, tag: &str) -> Option<String> {
+        self.outside_protocol_keys()
+            .then(|| format!("{}/manifests/{tag}", self.0))
+    }
+
+    fn outside_protocol_keys(&self) -> bool {
+        let first = self.0.split('/').next().unwrap_or_default();
+        !PROTOCOL_KEY_ROOTS.contains(&first)
     }
 }
 
@@ -318,10 +331,21 @@ fn get_blob(request: &Request, name: &Name, digest: &str) -> Result<Response, Fa
     let digest_header = |_: &BlobInfo| vec![("docker-content-digest".into(), digest.to_string())];
     match blob::read_with_headers(request, &name.blob_key(digest), digest_header) {
         // Not pushed here: perhaps a layer BuildKit's azblob cache wrote.
-        Err(failure) if failure.kind == Kind::NotFound => {
-            blob::read_with_headers(request, &name.azblob_blob_key(digest), digest_header)
-                .map_err(blob_unknown)
-        }
+        Err(failure) if failure.kind == Kind::NotFound => match name.azblob_blob_key(digest) {
+            Some(key) => {
+                // A digest the store computed must be the one asked for.
+                if let Ok(info) = store::head(&key) {
+                    if info
+                        .sha256
+                        .is_some_and(|hex| digest != format!("sha256:{hex}"))
+                    {
+                        return Err(blob_unknown(failure));
+                    }
+                }
+                blob::read_with_headers(request, &key, digest_header).map_err(blob_unknown)
+            }
+            None => Err(blob_unknown(failure)),
+        },
         other => other,
     }
 }
@@ -340,8 +364,9 @@ fn start_upload(request: &Request, name: &Name) -> Result<Response, Failure> {
     if let Some(digest) = request.query_value("mount") {
         let digest = parse_digest(&digest)?;
         let from = request.query_value("from").unwrap_or_default();
-        let from = Name::parse(&from.split('/').collect::<Vec<_>>())?;
-        if from.namespace() == name.namespace() {
+        // Without a usable `from`, the client uploads instead (202).
+        let from = Name::parse(&from.split('/').collect::<Vec<_>>()).ok();
+        if from.is_some_and(|from| from.namespace() == name.namespace()) {
             match store::head(&name.blob_key(&digest)) {
                 Ok(_) => return Ok(blob_created(name, &digest)),
                 Err(StoreError::NotFound) => {}
@@ -425,10 +450,15 @@ fn stage_chunk(
         let start = range
             .trim()
             .trim_start_matches("bytes=")
-            .split('-')
-            .next()
-            .and_then(|start| start.parse::<u64>().ok());
-        if start != Some(size) {
+            .split_once('-')
+            .and_then(|(start, end)| Some((start.parse::<u64>().ok()?, end.parse::<u64>().ok()?)))
+            .filter(|(start, end)| start <= end)
+            .map(|(start, _)| start)
+            .ok_or_else(|| {
+                Failure::bad_request(format!("Content-Range {range:?} is not <start>-<end>"))
+                    .with_code("BLOB_UPLOAD_INVALID")
+            })?;
+        if start != size {
             return Err(Failure::new(
                 Kind::RangeNotSatisfiable,
                 format!("chunk must start at byte {size}"),
@@ -444,11 +474,14 @@ fn stage_chunk(
     if declared == Some(0) {
         return Ok(0);
     }
+    // What is left of the size limit for the whole upload.
+    let budget = crate::config::max_blob_size().map(|max| max.saturating_sub(size));
     let staged = blob::stage(
         request,
         &name.upload_key(id),
         &chunk_id(chunks.len()),
         declared,
+        budget,
     )?;
     Ok(staged)
 }
@@ -546,21 +579,27 @@ struct AzblobLayerAnnotations {
 /// The image manifest for cache `tag` of BuildKit's `type=azblob` layout,
 /// kept with its config as registry content; returns its digest.
 fn from_azblob_cache(name: &Name, tag: &str) -> Result<String, Failure> {
-    let config = read_document(&name.azblob_manifest_key(tag), MAX_MANIFEST)?;
-    let parsed: AzblobCacheConfig = serde_json::from_slice(&config).map_err(|e| {
+    let key = name
+        .azblob_manifest_key(tag)
+        .ok_or_else(|| Failure::new(Kind::NotFound, "manifest unknown"))?;
+    let config = read_document(&key, MAX_MANIFEST)?;
+    // A document that is not BuildKit's is no manifest of this repository.
+    let unusable = |why: &str| {
         Failure::new(
-            Kind::Internal,
-            format!("BuildKit's cache config for {tag:?} is not readable: {e}"),
+            Kind::NotFound,
+            format!("{key} is not a BuildKit cache config: {why}"),
         )
-    })?;
+    };
+    let parsed: AzblobCacheConfig =
+        serde_json::from_slice(&config).map_err(|e| unusable(&e.to_string()))?;
     let mut layers = Vec::new();
     for layer in parsed.layers {
-        let annotations = layer.annotations.ok_or_else(|| {
-            Failure::new(
-                Kind::Internal,
-                "a layer of BuildKit's cache config has no annotations",
-            )
-        })?;
+        let annotations = layer
+            .annotations
+            .ok_or_else(|| unusable("a layer has no annotations"))?;
+        let size = annotations
+            .size
+            .ok_or_else(|| unusable("a layer has no size"))?;
         let mut descriptor_annotations = serde_json::Map::new();
         if let Some(diff_id) = annotations.diff_id {
             descriptor_annotations.insert("containerd.io/uncompressed".into(), diff_id.into());
@@ -570,8 +609,8 @@ fn from_azblob_cache(name: &Name, tag: &str) -> Result<String, Failure> {
         }
         layers.push(serde_json::json!({
             "mediaType": annotations.media_type.unwrap_or_else(|| "application/vnd.oci.image.layer.v1.tar+gzip".into()),
-            "digest": parse_digest(&layer.blob)?,
-            "size": annotations.size.unwrap_or(0),
+            "digest": parse_digest(&layer.blob).map_err(|_| unusable("a layer digest is invalid"))?,
+            "size": size,
             "annotations": descriptor_annotations,
         }));
     }
@@ -745,6 +784,8 @@ fn put_bytes(
 
 fn list_tags(request: &Request, name: &Name) -> Result<Response, Failure> {
     let prefix = name.tags_prefix();
+    // Tags after `last` only, so a long listing pages within the cap.
+    let last = request.query_value("last");
     let mut tags = Vec::new();
     let mut cursor = None;
     loop {
@@ -752,7 +793,8 @@ fn list_tags(request: &Request, name: &Name) -> Result<Response, Failure> {
         tags.extend(
             page.entries
                 .into_iter()
-                .filter_map(|entry| entry.key.strip_prefix(&prefix).map(str::to_string)),
+                .filter_map(|entry| entry.key.strip_prefix(&prefix).map(str::to_string))
+                .filter(|tag| last.as_ref().is_none_or(|last| tag > last)),
         );
         if tags.len() > MAX_TAGS {
             return Err(Failure::new(
@@ -766,9 +808,6 @@ fn list_tags(request: &Request, name: &Name) -> Result<Response, Failure> {
         }
     }
     tags.sort();
-    if let Some(last) = request.query_value("last") {
-        tags.retain(|tag| *tag > last);
-    }
     let mut response_headers = Vec::new();
     if let Some(n) = request
         .query_param("n")
@@ -784,7 +823,8 @@ fn list_tags(request: &Request, name: &Name) -> Result<Response, Failure> {
             }
         }
     }
-    if tags.is_empty() && request.query_param("last").is_none() {
+    let paged = last.is_some() || request.query_param("n").is_some();
+    if tags.is_empty() && !paged {
         return Err(
             Failure::new(Kind::NotFound, "repository has no tags").with_code("NAME_UNKNOWN")
         );

@@ -326,10 +326,12 @@ impl DirStore {
 
 impl DirStore {
     /// A commit of one block (an upload sent in one request, the usual OCI
-    /// `PATCH`): the block file is hashed where it lies and becomes the blob
-    /// itself (trailer appended, renamed into place), so its bytes are read
-    /// once and never copied. Every refusal that can be known before it is
-    /// moved (size, digest, conditions) leaves it staged.
+    /// `PATCH`): the block file becomes the blob itself (hashed, trailer
+    /// appended, renamed into place), so its bytes are read once and never
+    /// copied. It is first moved aside, so a concurrent re-staging of the
+    /// same id cannot swap the bytes between hashing and publishing; a size,
+    /// digest or condition refusal moves it back, staged as it was (unless a
+    /// newer staging took its place meanwhile).
     fn commit_single_block(
         &self,
         key: &str,
@@ -339,10 +341,44 @@ impl DirStore {
     ) -> Result<BlobInfo> {
         check_block_id(id)?;
         let block = dir.join(block_file_name(id));
-        let mut file = File::open(&block).map_err(|e| match e.kind() {
+        let mut temp = self.temp_file()?;
+        drop(temp.file.take());
+        fs::rename(&block, &temp.path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::Invalid(format!("block {id:?} is not staged")),
             _ => e.into(),
         })?;
+        let checked = self.check_single_block(key, &temp.path, options);
+        let hashed = match checked {
+            Ok(hashed) => hashed,
+            Err(error) => {
+                // Back where it was, unless a newer staging is there now.
+                if fs::hard_link(&temp.path, &block).is_ok() {
+                    let _ = fs::remove_file(&temp.path);
+                    temp.disarm();
+                }
+                return Err(error);
+            }
+        };
+        let file = File::options().append(true).open(&temp.path)?;
+        let written = Written {
+            writer: BlobFile::new(file),
+            size: hashed.size,
+            sha256: hashed.sha256,
+        };
+        let info = self.publish_blob(key, written, temp, options)?;
+        let _ = fs::remove_dir_all(dir);
+        Ok(info)
+    }
+
+    /// Hashes the block now at `path` and checks it against `options` and the
+    /// blob `key` holds, before anything is published.
+    fn check_single_block(
+        &self,
+        key: &str,
+        path: &Path,
+        options: &WriteOptions,
+    ) -> Result<Written<io::Sink>> {
+        let mut file = File::open(path)?;
         let mut sink = Sink::new(io::sink(), options.max_size);
         let mut buffer = vec![0u8; 1 << 20];
         loop {
@@ -356,25 +392,15 @@ impl DirStore {
         verify(options, hashed.size, &hashed.sha256)?;
         let existing = self.open_blob(key).ok();
         match (&options.mode, &options.if_match, &existing) {
-            (WriteMode::CreateOnly, _, Some(_)) => return Err(Error::AlreadyExists),
+            (WriteMode::CreateOnly, _, Some(_)) => Err(Error::AlreadyExists),
             (_, Some(expected), Some((_, current)))
-                if etag_for(&current.trailer.sha256) == *expected => {}
-            (_, Some(_), _) => return Err(Error::PreconditionFailed),
-            _ => {}
+                if etag_for(&current.trailer.sha256) == *expected =>
+            {
+                Ok(hashed)
+            }
+            (_, Some(_), _) => Err(Error::PreconditionFailed),
+            _ => Ok(hashed),
         }
-        // Adopt the block as this upload's temp file, then publish it.
-        let mut temp = self.temp_file()?;
-        drop(temp.file.take());
-        fs::rename(&block, &temp.path)?;
-        let file = File::options().append(true).open(&temp.path)?;
-        let written = Written {
-            writer: BlobFile::new(file),
-            size: hashed.size,
-            sha256: hashed.sha256,
-        };
-        let info = self.publish_blob(key, written, temp, options)?;
-        let _ = fs::remove_dir_all(dir);
-        Ok(info)
     }
 }
 

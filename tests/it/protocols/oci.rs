@@ -744,7 +744,81 @@ fn buildkit_azblob_cache_through_the_registry(target: Target) {
                 == *layer
         );
     }
-    // A tag that is neither the registry's nor BuildKit's is unknown.
+    // A tag that is neither the registry's nor BuildKit's is unknown, and a
+    // document there that is not BuildKit's is no manifest either (not a 500).
     let missing = server.head(&format!("{repo}/manifests/other"));
     assert_eq!(missing.status, 404);
+    azurite.put_blob(CONTAINER, "team-a/app/manifests/broken", b"{not json");
+    let broken = server.get(&format!("{repo}/manifests/broken"));
+    assert_eq!(
+        (broken.status, code(&broken).as_str()),
+        (404, "MANIFEST_UNKNOWN")
+    );
+    // Names among the protocols' own keys never reach the view: what a
+    // ccache client wrote under /ccache/team-b/ is no registry blob.
+    let planted = b"planted by a ccache client".to_vec();
+    let digest = digest_of(&planted);
+    assert_eq!(
+        server
+            .put(&format!("/ccache/team-b/blobs/{digest}"), &planted)
+            .status,
+        200
+    );
+    assert_eq!(
+        server
+            .get(&format!("/v2/ccache/team-b/blobs/{digest}"))
+            .status,
+        404
+    );
+}
+
+// Limits: with BLOBCACHE_MAX_BLOB_SIZE, an upload's chunks share one budget,
+// declared or not (a chunked body is counted as it arrives); a refused chunk
+// stages nothing. Bad `Content-Range`s and mounts without a source.
+on_every_target!(upload_limits_and_odd_requests);
+fn upload_limits_and_odd_requests(target: Target) {
+    let Some(server) = deploy(target, &[("BLOBCACHE_MAX_BLOB_SIZE", "200000")]) else {
+        return;
+    };
+    let location = start_upload(&server, "team-a/app");
+    assert_eq!(
+        patch(&server, &location, 0, &vec![1u8; 150_000]).status,
+        202
+    );
+    let over = patch(&server, &location, 150_000, &vec![2u8; 60_000]);
+    assert_eq!(over.status, 413, "{}", over.text());
+    // The same, chunked: no length to refuse it by until it has arrived.
+    let mut connection = support::Connection::open(&server.addr);
+    connection.write_raw(
+        format!(
+            "PATCH {location} HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    connection.write_raw(&crate::protocols::chunked(&vec![3u8; 60_000]));
+    let chunked = connection.receive(false).collect();
+    assert_eq!(chunked.status, 413, "{}", chunked.text());
+    let status = server.get(&location);
+    assert_eq!(
+        status.header("range"),
+        Some("0-149999"),
+        "nothing more was staged"
+    );
+    let garbage = server.request(
+        "PATCH",
+        &location,
+        &[("content-range", "bytes=abc")],
+        Body::Bytes(b"x"),
+    );
+    assert_eq!(
+        (garbage.status, code(&garbage).as_str()),
+        (400, "BLOB_UPLOAD_INVALID")
+    );
+    let no_source = server.request(
+        "POST",
+        &format!("/v2/team-a/app/blobs/uploads/?mount={}", digest_of(b"x")),
+        &[],
+        Body::Empty,
+    );
+    assert_eq!(no_source.status, 202, "an upload instead of a mount");
 }
