@@ -148,15 +148,23 @@ impl Backend for MemoryStore {
         let staging = blobcache_store_rules::staging_key(key, options.staged_under.as_deref())
             .map_err(Error::Invalid)?
             .to_string();
-        let mut sink = Sink::new(Vec::new(), options.max_size);
-        {
+        // Cheap handles under the lock; the copy and the hash outside it, so
+        // a large commit does not stall every other upload.
+        let parts: Vec<Bytes> = {
             let blocks = self.inner.blocks.lock().unwrap();
-            for id in &block_ids {
-                let block = blocks
-                    .get(&(staging.clone(), id.clone()))
-                    .ok_or_else(|| Error::Invalid(format!("block {id:?} is not staged")))?;
-                sink.write(block)?;
-            }
+            block_ids
+                .iter()
+                .map(|id| {
+                    blocks
+                        .get(&(staging.clone(), id.clone()))
+                        .cloned()
+                        .ok_or_else(|| Error::Invalid(format!("block {id:?} is not staged")))
+                })
+                .collect::<Result<_>>()?
+        };
+        let mut sink = Sink::new(Vec::new(), options.max_size);
+        for part in &parts {
+            sink.write(part)?;
         }
         let written = sink.finish()?;
         let info = self.publish(key, written.writer, written.sha256, &options)?;
