@@ -27,7 +27,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import ensure_tools, free_port, peak_rss_kib, say, start_blobcache, start_nginx, wait_port  # noqa: E402
+from run import curl_mbps, ensure_tools, free_port, peak_rss_kib, say, start_blobcache, start_nginx, wait_port  # noqa: E402
 
 QUICK = "--quick" in sys.argv
 KEYS = 1000
@@ -110,13 +110,6 @@ end
 """
 
 
-def curl_mbps(args):
-    out = subprocess.run(["curl", "-s", "-f", "-o", "/dev/null", "-w", "%{speed_download} %{speed_upload}",
-                          "-H", f"Authorization: Bearer {TOKEN}", *args],
-                         capture_output=True, text=True, check=True).stdout.split()
-    return max(float(out[0]), float(out[1])) / 1e6
-
-
 def main():
     ensure_tools()
     if shutil.which("node") is None:
@@ -157,9 +150,10 @@ def main():
             hits, hits_p99 = wrk(port, get_script([path_of(h) for h in hashes]), work)
             puts, puts_p99 = wrk(port, put_script(put_template), work)
             big_url = f"http://127.0.0.1:{port}{path_of('b1' * 8)}"
-            uploads = [curl_mbps(["-X", "PUT", "-T", big, "-H", "Content-Type: application/octet-stream", big_url])
-                       for _ in range(RUNS)]
-            downloads = [curl_mbps([big_url]) for _ in range(RUNS)]
+            auth = ["-H", f"Authorization: Bearer {TOKEN}"]
+            uploads = [curl_mbps([*auth, "-X", "PUT", "-T", big, "-H", "Content-Type: application/octet-stream",
+                                  big_url]) for _ in range(RUNS)]
+            downloads = [curl_mbps([*auth, big_url]) for _ in range(RUNS)]
             pids = pids + [int(p) for p in subprocess.run(["pgrep", "-P", str(pids[0])], capture_output=True,
                                                             text=True).stdout.split()]
             results[name] = {

@@ -382,9 +382,7 @@ fn start_upload(request: &Request, name: &Name) -> Result<Response, Failure> {
     }
     let id = new_upload_id();
     let marker = blob::overwrite_options(Some(name.0.len() as u64));
-    let writer = store::create(&name.upload_key(&id), &marker)?;
-    writer.write(name.0.as_bytes())?;
-    crate::bindings::blobcache::store::types::Writer::finish(writer)?;
+    put_bytes(&name.upload_key(&id), name.0.as_bytes(), &marker)?;
     Ok(upload_answer(202, name, &id, 0))
 }
 
@@ -406,10 +404,7 @@ fn digest_mismatch(failure: Failure) -> Failure {
 
 /// 32 hex digits from the host's random source.
 fn new_upload_id() -> String {
-    wasip2::random::random::get_random_bytes(16)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&wasip2::random::random::get_random_bytes(16))
 }
 
 /// 202/204 naming the session and the bytes it holds (`Range: 0-<last>`).
@@ -761,10 +756,12 @@ fn put_manifest(
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Lowercase hex digits of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Publishes a small document held in memory.

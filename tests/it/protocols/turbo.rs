@@ -49,6 +49,9 @@ fn artifacts_teams_and_queries(target: Target) {
             .status,
         404
     );
+    // An empty teamId names no team: the slug does.
+    let by_slug = server.get("/v8/artifacts/fd7a8618ab01c131?teamId=&slug=web");
+    assert_eq!(by_slug.body, b"zstd tar");
     assert_eq!(server.get("/v8/artifacts/fd7a8618ab01c131").status, 404);
 
     let query = server.request(
