@@ -39,6 +39,15 @@ pub struct Token {
     digest: [u8; 32],
 }
 
+impl Token {
+    /// The SHA-256 of the token's secret: credentials derived for the token
+    /// (Azure account keys, signed JWTs) cover it, so replacing the secret
+    /// revokes them.
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
+    }
+}
+
 /// The configured tokens; none configured means an open server.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tokens(Vec<Token>);
@@ -50,6 +59,10 @@ pub enum Need {
     Nothing,
     Read,
     Write,
+    /// The protocol checks credentials of its own (Azure Shared Key and SAS,
+    /// GitHub Actions cache JWTs) against the same token table; the pipeline
+    /// lets the request through to it.
+    OwnCredentials,
 }
 
 impl Need {
@@ -171,6 +184,17 @@ impl Tokens {
         self.0.len()
     }
 
+    /// The token called `name` (names are how Azure accounts and GitHub
+    /// Actions cache tokens refer to their token).
+    pub fn named(&self, name: &str) -> Option<&Token> {
+        self.0.iter().find(|token| token.name == name)
+    }
+
+    /// The token whose secret is `secret` (a plain Bearer token), if any.
+    pub fn with_secret(&self, secret: &str) -> Option<&Token> {
+        self.find(&[secret.to_string()])
+    }
+
     /// The token whose secret is one of `candidates`, compared in constant time.
     fn find(&self, candidates: &[String]) -> Option<&Token> {
         let mut found = None;
@@ -199,7 +223,7 @@ impl Tokens {
         let candidates = authorization.map(candidates).unwrap_or_default();
         let token = self.find(&candidates);
         let Some(token) = token else {
-            if scope.need == Need::Nothing {
+            if matches!(scope.need, Need::Nothing | Need::OwnCredentials) {
                 return Ok(Caller::Anonymous);
             }
             let reason = match authorization {

@@ -25,6 +25,17 @@ pub fn read_with_headers(
     key: &str,
     extra: impl Fn(&BlobInfo) -> Vec<(String, String)>,
 ) -> Result<Response, Failure> {
+    read_ranged(request, key, request.header("range"), extra)
+}
+
+/// [`read_with_headers`] with the range given apart from `Range` (Azure's
+/// `x-ms-range`).
+pub fn read_ranged(
+    request: &Request,
+    key: &str,
+    range: Option<String>,
+    extra: impl Fn(&BlobInfo) -> Vec<(String, String)>,
+) -> Result<Response, Failure> {
     let answer = |status, info: &BlobInfo, length, content| {
         let mut response = Response::blob(status, info, length, content);
         response.headers.extend(extra(info));
@@ -34,7 +45,7 @@ pub fn read_with_headers(
         let info = store::head(key)?;
         return Ok(answer(200, &info, info.size, None));
     }
-    let spec = match request.header("range").as_deref().map(range::parse) {
+    let spec = match range.as_deref().map(range::parse) {
         Some(Parsed::One(spec)) if if_range_holds(request, key)? => spec,
         _ => {
             let (info, content) = store::open(key, None)?;
@@ -238,4 +249,13 @@ pub fn overwrite(request: &Request, key: &str) -> Result<BlobInfo, Failure> {
 /// Removes the blob at `key`; not-found when there was none.
 pub fn delete(key: &str) -> Result<(), Failure> {
     Ok(store::delete(key)?)
+}
+
+/// Publishes a small document held in memory (a manifest, a record).
+pub fn put_bytes(key: &str, bytes: &[u8], options: &WriteOptions) -> Result<BlobInfo, Failure> {
+    let writer = store::create(key, options)?;
+    for chunk in bytes.chunks(64 << 10) {
+        writer.write(chunk)?;
+    }
+    Ok(Writer::finish(writer)?)
 }

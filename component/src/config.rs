@@ -67,3 +67,34 @@ pub fn tokens() -> Result<crate::auth::Tokens, String> {
         None => Ok(crate::auth::Tokens::default()),
     }
 }
+
+/// The server secret Azure account keys, GitHub Actions cache JWTs and signed
+/// URLs are derived from (`BLOBCACHE_SECRET`; see [`crate::credentials`]).
+pub fn secret() -> Result<Option<crate::credentials::Secret>, String> {
+    match setting("BLOBCACHE_SECRET")? {
+        Some(text) if !text.trim().is_empty() => crate::credentials::Secret::new(&text).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The container the Azure-compatible endpoint serves, from
+/// `BLOBCACHE_AZURE_ENDPOINT_CONTAINER`; BuildKit's default otherwise. With the
+/// Azure store the host passes the store's own container, so blob names mean
+/// the same blobs through blobcache and directly.
+pub fn azure_endpoint_container() -> String {
+    setting("BLOBCACHE_AZURE_ENDPOINT_CONTAINER")
+        .ok()
+        .flatten()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "buildkit-cache".into())
+}
+
+/// The URL clients reach this server at (`BLOBCACHE_PUBLIC_URL`, e.g. behind a
+/// proxy), for the signed URLs it hands out; none to use the request's own.
+pub fn public_url() -> Option<String> {
+    setting("BLOBCACHE_PUBLIC_URL")
+        .ok()
+        .flatten()
+        .map(|url| url.trim_end_matches('/').to_string())
+        .filter(|url| !url.is_empty())
+}

@@ -19,8 +19,10 @@
 pub mod auth;
 pub mod blob;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod http;
+pub mod ids;
 pub mod path;
 pub mod protocol;
 pub mod route;

@@ -31,6 +31,32 @@ pub fn parse_collection(path_with_query: &str) -> Result<CachePath<'_>, String> 
     parse_inner(path_with_query, true)
 }
 
+/// Longest raw path [`split_raw`] accepts: a 1024-character Azure blob name
+/// with every character percent-encoded, and room for the rest.
+pub const MAX_RAW_PATH_LEN: usize = 4096;
+
+/// Splits `path_with_query` into raw segments, still percent-encoded and not
+/// checked: for a protocol that decodes and checks its names itself (the
+/// Azure-compatible endpoint, whose clients encode `/` in blob names and sign
+/// the path as sent).
+pub fn split_raw(path_with_query: &str) -> Result<CachePath<'_>, String> {
+    let (path, query) = match path_with_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_with_query, None),
+    };
+    if path.len() > MAX_RAW_PATH_LEN {
+        return Err(format!("path is longer than {MAX_RAW_PATH_LEN} bytes"));
+    }
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("path must start with /".into());
+    };
+    let segments = match rest.is_empty() {
+        true => Vec::new(),
+        false => rest.split('/').collect(),
+    };
+    Ok(CachePath { segments, query })
+}
+
 fn parse_inner(path_with_query: &str, collections: bool) -> Result<CachePath<'_>, String> {
     let (path, query) = match path_with_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),

@@ -10,7 +10,7 @@ use crate::auth::{Caller, Scope};
 use crate::error::{Failure, Kind};
 use crate::http::{Request, Response};
 use crate::path;
-use crate::protocol::{bazel, ccache, gradle, nx, oci, sccache, service, turbo};
+use crate::protocol::{azure_blob, bazel, ccache, gha, gradle, nx, oci, sccache, service, turbo};
 
 /// One served request, once parsed: says what it needs, then does it.
 pub trait Endpoint {
@@ -29,6 +29,9 @@ pub enum PathRules {
     /// [`path::parse_collection`]: as `Keys`, and a trailing `/` (a WebDAV
     /// collection) arrives as a last, empty segment.
     Collections,
+    /// [`path::split_raw`]: segments as sent, unchecked; the protocol decodes
+    /// and checks them (the Azure endpoint: blob names may hold `%2F`).
+    Raw,
 }
 
 pub enum Root {
@@ -65,6 +68,8 @@ pub static TABLE: &[&Protocol] = &[
     &nx::PROTOCOL,
     &turbo::PROTOCOL,
     &oci::PROTOCOL,
+    &azure_blob::PROTOCOL,
+    &gha::PROTOCOL,
     &bazel::PROTOCOL,
 ];
 
@@ -84,6 +89,7 @@ pub fn route(path_with_query: &str) -> (&'static Protocol, Parsed) {
     let checked = match protocol.paths {
         PathRules::Keys => path::parse(path_with_query),
         PathRules::Collections => path::parse_collection(path_with_query),
+        PathRules::Raw => path::split_raw(path_with_query),
     };
     let parsed = checked.map_err(Failure::bad_request).and_then(|parsed| {
         let rest = match protocol.root {

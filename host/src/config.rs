@@ -104,6 +104,22 @@ pub struct ServeArgs {
     #[arg(long, env = "BLOBCACHE_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
 
+    /// The server secret (at least 32 characters) that Azure account keys,
+    /// GitHub Actions cache tokens and signed URLs are derived from; see
+    /// `blobcache credentials`. Every instance of one cache needs the same.
+    #[arg(long, env = "BLOBCACHE_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// The container the Azure-compatible endpoint (`/azure`) serves: the Azure
+    /// store's own container with `--store azure`, else `buildkit-cache`.
+    #[arg(long, env = "BLOBCACHE_AZURE_ENDPOINT_CONTAINER")]
+    pub azure_endpoint_container: Option<String>,
+
+    /// The URL clients reach this server at, when a proxy stands in front of it:
+    /// the signed URLs of the GitHub Actions cache point there.
+    #[arg(long, env = "BLOBCACHE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Serve without access tokens on an address other than loopback, so that
     /// anyone who can reach it can read and write every entry.
     #[arg(long, env = "BLOBCACHE_ALLOW_OPEN")]
@@ -135,20 +151,12 @@ impl ServeArgs {
     /// The access tokens from `--tokens-file` and `BLOBCACHE_TOKENS`, checked;
     /// an empty text when none are configured.
     pub fn tokens(&self) -> anyhow::Result<AccessTokens> {
-        let mut text = std::env::var("BLOBCACHE_TOKENS").unwrap_or_default();
-        if let Some(path) = &self.tokens_file {
-            let file = std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!("cannot read the tokens file {}: {e}", path.display())
-            })?;
-            text.push('\n');
-            text.push_str(&file);
-        }
-        let tokens = blobcache_component::auth::Tokens::parse(&text)
-            .map_err(|e| anyhow::anyhow!("access tokens: {e}"))?;
-        Ok(AccessTokens {
-            count: tokens.len(),
-            text,
-        })
+        load_tokens(self.tokens_file.as_deref())
+    }
+
+    /// The server secret, checked.
+    pub fn checked_secret(&self) -> anyhow::Result<Option<blobcache_component::credentials::Secret>> {
+        checked_secret(self.secret.as_deref())
     }
 
     /// The runtime settings, with the access tokens the component enforces.
@@ -166,6 +174,20 @@ impl ServeArgs {
         if self.copy_uploads {
             component_env.push(("BLOBCACHE_COPY_UPLOADS".into(), "1".into()));
         }
+        if let Some(secret) = self.secret.as_ref().filter(|s| !s.trim().is_empty()) {
+            component_env.push(("BLOBCACHE_SECRET".into(), secret.clone()));
+        }
+        let endpoint_container = match (&self.azure_endpoint_container, self.store_spec()) {
+            (Some(container), _) => Some(container.clone()),
+            (None, StoreSpec::Azure) => Some(self.azure_container.clone()),
+            (None, _) => None,
+        };
+        if let Some(container) = endpoint_container {
+            component_env.push(("BLOBCACHE_AZURE_ENDPOINT_CONTAINER".into(), container));
+        }
+        if let Some(url) = &self.public_url {
+            component_env.push(("BLOBCACHE_PUBLIC_URL".into(), url.clone()));
+        }
         RuntimeConfig {
             guest_memory: self.guest_memory_mib << 20,
             guest_timeout: Duration::from_secs(self.guest_timeout_secs.max(1)),
@@ -178,6 +200,35 @@ impl ServeArgs {
             ),
             component_override: self.component.clone(),
         }
+    }
+}
+
+/// The access tokens from `tokens_file` and `BLOBCACHE_TOKENS`, checked.
+pub fn load_tokens(tokens_file: Option<&std::path::Path>) -> anyhow::Result<AccessTokens> {
+    let mut text = std::env::var("BLOBCACHE_TOKENS").unwrap_or_default();
+    if let Some(path) = tokens_file {
+        let file = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the tokens file {}: {e}", path.display()))?;
+        text.push('\n');
+        text.push_str(&file);
+    }
+    let tokens = blobcache_component::auth::Tokens::parse(&text)
+        .map_err(|e| anyhow::anyhow!("access tokens: {e}"))?;
+    Ok(AccessTokens {
+        count: tokens.len(),
+        text,
+    })
+}
+
+/// The server secret, when one is given, checked.
+pub fn checked_secret(
+    secret: Option<&str>,
+) -> anyhow::Result<Option<blobcache_component::credentials::Secret>> {
+    match secret.filter(|s| !s.trim().is_empty()) {
+        None => Ok(None),
+        Some(text) => blobcache_component::credentials::Secret::new(text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("BLOBCACHE_SECRET: {e}")),
     }
 }
 

@@ -21,6 +21,50 @@ struct Cli {
 enum Command {
     /// Serve the cache over HTTP.
     Serve(ServeArgs),
+    /// Issue the credentials of clients that cannot send a plain token:
+    /// Azure account keys (BuildKit `type=azblob`) and GitHub Actions cache
+    /// JWTs (BuildKit `type=gha`). Reads the same BLOBCACHE_TOKENS (or
+    /// `--tokens-file`) and BLOBCACHE_SECRET as the server.
+    #[command(subcommand)]
+    Credentials(Credentials),
+}
+
+#[derive(Subcommand)]
+enum Credentials {
+    /// Prints the Shared Key of the Azure account named after a token: its
+    /// access and namespace are the token's.
+    AzureKey {
+        /// The token (and so the account) name.
+        account: String,
+        #[command(flatten)]
+        config: CredentialConfig,
+    },
+    /// Prints a JWT for the GitHub Actions cache with the token's access and
+    /// namespace, in the given scopes.
+    GhaToken {
+        /// The token name.
+        token: String,
+        /// A scope and its permission, `refs/heads/main=rw` or `=r`; repeat for
+        /// more. Writes go to the last writable scope, reads look in all.
+        /// Default: `default=rw`.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// How long the JWT is valid, in hours.
+        #[arg(long, default_value_t = 6)]
+        hours: u64,
+        #[command(flatten)]
+        config: CredentialConfig,
+    },
+}
+
+#[derive(clap::Args)]
+struct CredentialConfig {
+    /// File of access tokens, as for `serve`.
+    #[arg(long, env = "BLOBCACHE_TOKENS_FILE")]
+    tokens_file: Option<std::path::PathBuf>,
+    /// The server secret, as for `serve`.
+    #[arg(long, env = "BLOBCACHE_SECRET", hide_env_values = true)]
+    secret: String,
 }
 
 #[tokio::main]
@@ -33,11 +77,68 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
+        Command::Credentials(what) => {
+            println!("{}", issue(what)?);
+            Ok(())
+        }
+    }
+}
+
+fn issue(what: Credentials) -> anyhow::Result<String> {
+    use blobcache_component::credentials::{self, CacheScope, Claims};
+    let (name, config) = match &what {
+        Credentials::AzureKey { account, config } => (account, config),
+        Credentials::GhaToken { token, config, .. } => (token, config),
+    };
+    let text = blobcache::config::load_tokens(config.tokens_file.as_deref())?.text;
+    let tokens = blobcache_component::auth::Tokens::parse(&text).map_err(anyhow::Error::msg)?;
+    let secret = blobcache::config::checked_secret(Some(&config.secret))?
+        .ok_or_else(|| anyhow::anyhow!("BLOBCACHE_SECRET is empty"))?;
+    let token = tokens
+        .named(name)
+        .ok_or_else(|| anyhow::anyhow!("no token named {name:?} is configured"))?;
+    match what {
+        Credentials::AzureKey { .. } => Ok(secret.account_key(token)),
+        Credentials::GhaToken { scopes, hours, .. } => {
+            let scopes = match scopes.is_empty() {
+                true => vec!["default=rw".to_string()],
+                false => scopes,
+            };
+            let scopes = scopes
+                .iter()
+                .map(|text| {
+                    let (scope, permission) = text.rsplit_once('=').ok_or_else(|| {
+                        anyhow::anyhow!("--scope {text:?}: expected <scope>=r or <scope>=rw")
+                    })?;
+                    let permission = match permission {
+                        "r" => 1,
+                        "rw" => 3,
+                        "w" => 2,
+                        _ => anyhow::bail!("--scope {text:?}: the permission is r, w or rw"),
+                    };
+                    Ok(CacheScope {
+                        scope: scope.to_string(),
+                        permission,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let now = credentials::now_unix();
+            let claims = Claims {
+                sub: token.name.clone(),
+                ac: serde_json::to_string(&scopes)?,
+                nbf: now.saturating_sub(60),
+                exp: now + hours.max(1) * 3600,
+                iat: now,
+                iss: "blobcache".into(),
+            };
+            Ok(credentials::issue_jwt(&secret, token, &claims))
+        }
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tokens = args.tokens()?;
+    args.checked_secret()?;
     let functions = functions_port()?;
     let listen = functions.unwrap_or(args.listen);
     // Under Functions the platform exposes the loopback listener to the world.

@@ -86,10 +86,65 @@ impl Request {
         }
     }
 
+    /// Every header, as the `http` crate's map (what Shared Key signs over).
+    /// Headers that are not valid HTTP text are left out.
+    pub fn header_map(&self) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in self.inner.headers().entries() {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_bytes(&value),
+            ) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
+    /// `scheme://authority` the request was sent to, for URLs that point back
+    /// at this server; `BLOBCACHE_PUBLIC_URL` overrides it behind a proxy.
+    pub fn origin(&self) -> String {
+        if let Some(url) = crate::config::public_url() {
+            return url;
+        }
+        let scheme = match self.inner.scheme() {
+            Some(wasip2::http::types::Scheme::Https) => "https",
+            _ => "http",
+        };
+        let authority = self
+            .inner
+            .authority()
+            .or_else(|| self.header("host"))
+            .unwrap_or_else(|| "localhost".into());
+        format!("{scheme}://{authority}")
+    }
+
     /// The underlying request, for reading its body.
     pub fn incoming(&self) -> &IncomingRequest {
         &self.inner
     }
+}
+
+/// `%XX` escapes decoded strictly: none when an escape is malformed or the
+/// result is not UTF-8 (for names that become keys).
+pub fn percent_decode_strict(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
 }
 
 /// `%XX` escapes decoded; anything that does not decode to UTF-8 is kept as sent.

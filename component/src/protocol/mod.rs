@@ -2,8 +2,10 @@
 //! ([`crate::route::Protocol`]): its root, its path rules, how it parses a path
 //! into an endpoint, and how it renders failures.
 
+pub mod azure_blob;
 pub mod bazel;
 pub mod ccache;
+pub mod gha;
 pub mod gradle;
 pub mod nx;
 pub mod oci;

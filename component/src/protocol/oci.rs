@@ -44,9 +44,11 @@ use crate::auth::{Caller, Need, Scope};
 use crate::bindings::blobcache::store::store;
 use crate::bindings::blobcache::store::types::{BlobInfo, Error as StoreError, WriteMode};
 use crate::blob;
+use crate::blob::put_bytes;
 use crate::error::{Failure, Kind};
 use crate::http::body::read_small;
 use crate::http::{Request, Response};
+use crate::ids::hex;
 use crate::route::{Endpoint, PathRules, Protocol, Root};
 
 pub static PROTOCOL: Protocol = Protocol {
@@ -404,7 +406,7 @@ fn digest_mismatch(failure: Failure) -> Failure {
 
 /// 32 hex digits from the host's random source.
 fn new_upload_id() -> String {
-    hex(&wasip2::random::random::get_random_bytes(16))
+    crate::ids::random_hex(16)
 }
 
 /// 202/204 naming the session and the bytes it holds (`Range: 0-<last>`).
@@ -759,25 +761,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex(&sha2::Sha256::digest(bytes))
 }
 
-/// Lowercase hex digits of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Publishes a small document held in memory.
-fn put_bytes(
-    key: &str,
-    bytes: &[u8],
-    options: &crate::bindings::blobcache::store::types::WriteOptions,
-) -> Result<BlobInfo, Failure> {
-    let writer = store::create(key, options)?;
-    for chunk in bytes.chunks(64 << 10) {
-        writer.write(chunk)?;
-    }
-    Ok(crate::bindings::blobcache::store::types::Writer::finish(
-        writer,
-    )?)
-}
 
 fn list_tags(request: &Request, name: &Name) -> Result<Response, Failure> {
     let prefix = name.tags_prefix();
