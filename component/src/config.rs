@@ -77,16 +77,19 @@ pub fn secret() -> Result<Option<crate::credentials::Secret>, String> {
     }
 }
 
-/// The container the Azure-compatible endpoint serves, from
-/// `BLOBCACHE_AZURE_ENDPOINT_CONTAINER`; BuildKit's default otherwise. With the
-/// Azure store the host passes the store's own container, so blob names mean
-/// the same blobs through blobcache and directly.
+/// The container the Azure-compatible endpoint serves: from
+/// `BLOBCACHE_AZURE_ENDPOINT_CONTAINER`, else the Azure store's own container
+/// (`BLOBCACHE_AZURE_CONTAINER`: the native host passes it as the former, the
+/// composed Azure store reads the latter), else BuildKit's default. So with
+/// the Azure store, blob names mean the same blobs through blobcache and directly.
 pub fn azure_endpoint_container() -> String {
-    setting("BLOBCACHE_AZURE_ENDPOINT_CONTAINER")
-        .ok()
-        .flatten()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "buildkit-cache".into())
+    [
+        "BLOBCACHE_AZURE_ENDPOINT_CONTAINER",
+        "BLOBCACHE_AZURE_CONTAINER",
+    ]
+    .into_iter()
+    .find_map(|name| setting(name).ok().flatten().filter(|v| !v.is_empty()))
+    .unwrap_or_else(|| "buildkit-cache".into())
 }
 
 /// The URL clients reach this server at (`BLOBCACHE_PUBLIC_URL`, e.g. behind a

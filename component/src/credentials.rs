@@ -168,7 +168,8 @@ impl Claims {
         if self.ac.trim().is_empty() {
             return Ok(Vec::new());
         }
-        serde_json::from_str(&self.ac).map_err(|_| "the token's `ac` claim is not a scope list".into())
+        serde_json::from_str(&self.ac)
+            .map_err(|_| "the token's `ac` claim is not a scope list".into())
     }
 }
 

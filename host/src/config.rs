@@ -155,7 +155,9 @@ impl ServeArgs {
     }
 
     /// The server secret, checked.
-    pub fn checked_secret(&self) -> anyhow::Result<Option<blobcache_component::credentials::Secret>> {
+    pub fn checked_secret(
+        &self,
+    ) -> anyhow::Result<Option<blobcache_component::credentials::Secret>> {
         checked_secret(self.secret.as_deref())
     }
 

@@ -761,7 +761,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex(&sha2::Sha256::digest(bytes))
 }
 
-
 fn list_tags(request: &Request, name: &Name) -> Result<Response, Failure> {
     let prefix = name.tags_prefix();
     // Tags after `last` only, so a long listing pages within the cap.

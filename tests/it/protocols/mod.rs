@@ -1,6 +1,7 @@
 //! Each protocol's scenarios, written once and run on every target
 //! (see [`crate::targets`]). Adding a protocol means one file here.
 
+mod azure_blob;
 mod bazel;
 mod ccache;
 mod gradle;

@@ -61,9 +61,7 @@ pub fn verify(
         return verify_sas(request, &tokens, secret.as_ref(), account, resource, now);
     }
     match request.header("authorization") {
-        Some(value) => {
-            verify_shared_key(request, &value, &tokens, secret.as_ref(), account, now)
-        }
+        Some(value) => verify_shared_key(request, &value, &tokens, secret.as_ref(), account, now),
         None => Err(authentication_failed(
             "the request is not signed: use Shared Key or a SAS",
         )),

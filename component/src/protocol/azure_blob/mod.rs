@@ -190,8 +190,12 @@ impl Call {
             .with_code("UnsupportedQueryParameter"));
         };
         let now = crate::credentials::now_unix();
-        let credential =
-            credential::verify(request, &self.account, (container, self.blob.as_deref()), now)?;
+        let credential = credential::verify(
+            request,
+            &self.account,
+            (container, self.blob.as_deref()),
+            now,
+        )?;
         let operation = self.operation(request)?;
         authorize(&credential, operation, self.blob.as_deref())?;
         let served = crate::config::azure_endpoint_container();
@@ -266,7 +270,9 @@ fn authorize(
     if credential.is_signer() {
         return match root == GHA_ROOT {
             true => Ok(()),
-            false => Err(denied("the server signs URLs for its own entries only".into())),
+            false => Err(denied(
+                "the server signs URLs for its own entries only".into(),
+            )),
         };
     }
     if RESERVED_ROOTS.contains(&root) || is_bazel_key(name) {
@@ -374,8 +380,10 @@ fn write_options(
         None => {}
         Some("*") => options.mode = WriteMode::CreateOnly,
         Some(_) => {
-            return Err(Failure::bad_request("only If-None-Match: * is served on writes")
-                .with_code("UnsupportedHeader"))
+            return Err(
+                Failure::bad_request("only If-None-Match: * is served on writes")
+                    .with_code("UnsupportedHeader"),
+            )
         }
     }
     if let Some(etag) = request.header("if-match") {
@@ -423,12 +431,15 @@ fn put_blob(request: &Request, name: &str) -> Result<Response, Failure> {
     match request.header("x-ms-blob-type").as_deref() {
         Some("BlockBlob") => {}
         Some(_) => {
-            return Err(Failure::bad_request("only block blobs are served")
-                .with_code("InvalidHeaderValue"))
+            return Err(
+                Failure::bad_request("only block blobs are served").with_code("InvalidHeaderValue")
+            )
         }
         None => {
-            return Err(Failure::bad_request("Put Blob needs x-ms-blob-type: BlockBlob")
-                .with_code("MissingRequiredHeader"))
+            return Err(
+                Failure::bad_request("Put Blob needs x-ms-blob-type: BlockBlob")
+                    .with_code("MissingRequiredHeader"),
+            )
         }
     }
     let options = write_options(request, name, blob::declared_length(request)?)?;
@@ -438,19 +449,22 @@ fn put_blob(request: &Request, name: &str) -> Result<Response, Failure> {
 
 fn put_block(request: &Request, name: &str) -> Result<Response, Failure> {
     let Some(id) = request.query_value("blockid") else {
-        return Err(Failure::bad_request("Put Block needs blockid").with_code("MissingRequiredQueryParameter"));
+        return Err(Failure::bad_request("Put Block needs blockid")
+            .with_code("MissingRequiredQueryParameter"));
     };
     check_block_id(&id)?;
     let length = blob::declared_length(request)?;
     if length == Some(0) {
-        return Err(Failure::bad_request("a block must not be empty")
-            .with_code("InvalidHeaderValue"));
+        return Err(
+            Failure::bad_request("a block must not be empty").with_code("InvalidHeaderValue")
+        );
     }
     let staged = blob::stage(request, name, &id, length, crate::config::max_blob_size())
         .map_err(blob_failure)?;
     if staged == 0 {
-        return Err(Failure::bad_request("a block must not be empty")
-            .with_code("InvalidHeaderValue"));
+        return Err(
+            Failure::bad_request("a block must not be empty").with_code("InvalidHeaderValue")
+        );
     }
     Ok(Response::empty(201).with_header("x-ms-request-server-encrypted", "false"))
 }
@@ -461,10 +475,10 @@ fn check_block_id(id: &str) -> Result<(), Failure> {
     let decoded = base64::engine::general_purpose::STANDARD.decode(id);
     match decoded {
         Ok(bytes) if !bytes.is_empty() && bytes.len() <= 64 => Ok(()),
-        _ => Err(Failure::bad_request(
-            "blockid must be base64 of 1 to 64 bytes",
-        )
-        .with_code("InvalidQueryParameterValue")),
+        _ => Err(
+            Failure::bad_request("blockid must be base64 of 1 to 64 bytes")
+                .with_code("InvalidQueryParameterValue"),
+        ),
     }
 }
 
@@ -507,7 +521,9 @@ fn get_block_list(name: &str) -> Result<Response, Failure> {
     let staged = store::list_blocks(name)?;
     if staged.is_empty() {
         // Azure answers a blob's (committed) list, or 404 when there is none.
-        store::head(name).map_err(Failure::from).map_err(blob_failure)?;
+        store::head(name)
+            .map_err(Failure::from)
+            .map_err(blob_failure)?;
     }
     let staged: Vec<(String, u64)> = staged.into_iter().map(|b| (b.id, b.size)).collect();
     Ok(Response::bytes(
@@ -524,8 +540,10 @@ fn list_blobs(
     container: &str,
 ) -> Result<Response, Failure> {
     if request.query_param("delimiter").is_some() {
-        return Err(Failure::bad_request("List Blobs with a delimiter is not served")
-            .with_code("UnsupportedQueryParameter"));
+        return Err(
+            Failure::bad_request("List Blobs with a delimiter is not served")
+                .with_code("UnsupportedQueryParameter"),
+        );
     }
     let prefix = request.query_value("prefix").unwrap_or_default();
     if let Some(namespace) = &credential.grant().namespace {

@@ -70,7 +70,10 @@ fn default_scopes(access: Access) -> Vec<CacheScope> {
 
 fn scopes_of(claims: &Claims, access: Access) -> Result<Vec<CacheScope>, Failure> {
     let scopes = claims.scopes().map_err(unauthenticated)?;
-    if scopes.iter().any(|s| s.scope.is_empty() || s.scope.len() > 256) {
+    if scopes
+        .iter()
+        .any(|s| s.scope.is_empty() || s.scope.len() > 256)
+    {
         return Err(unauthenticated("a scope in the token is empty or too long"));
     }
     Ok(match scopes.is_empty() {
@@ -164,6 +167,8 @@ mod tests {
         let reader = identity(&[("refs/heads/feature", 3)], Access::Read);
         assert!(reader.write_scope().is_err());
         assert_eq!(reader.read_scopes(), ["refs/heads/feature"]);
-        assert!(identity(&[("a", 1)], Access::ReadWrite).write_scope().is_err());
+        assert!(identity(&[("a", 1)], Access::ReadWrite)
+            .write_scope()
+            .is_err());
     }
 }

@@ -65,8 +65,8 @@ pub fn decode(method: Method, encoding: Encoding, body: &[u8]) -> Result<Request
 }
 
 fn decode_json(body: &[u8]) -> Result<Request, Failure> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| malformed(format!("the body is not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| malformed(format!("the body is not JSON: {e}")))?;
     let object = value
         .as_object()
         .ok_or_else(|| malformed("the body is not a JSON object"))?;
@@ -125,7 +125,9 @@ fn decode_protobuf(method: Method, body: &[u8]) -> Result<Request, Failure> {
                 request.restore_keys.push(utf8(b)?)
             }
             (Method::GetCacheEntryDownloadUrl, 4, Field::Bytes(b)) => request.version = utf8(b)?,
-            (_, 2..=4, _) => return Err(malformed(format!("field {field} has the wrong wire type"))),
+            (_, 2..=4, _) => {
+                return Err(malformed(format!("field {field} has the wrong wire type")))
+            }
             _ => {} // unknown fields are skipped, as proto3 does
         }
     }
@@ -199,7 +201,11 @@ impl<'a> Protobuf<'a> {
                 self.take(4)?;
                 Field::Fixed
             }
-            wire => return Err(malformed(format!("protobuf wire type {wire} is not served"))),
+            wire => {
+                return Err(malformed(format!(
+                    "protobuf wire type {wire} is not served"
+                )))
+            }
         };
         Ok(Some((field, value)))
     }

@@ -191,7 +191,11 @@ fn metadata<'a>(info: &'a BlobInfo, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn create(request: &Request, identity: &Identity, message: &message::Request) -> Result<Reply, Failure> {
+fn create(
+    request: &Request,
+    identity: &Identity,
+    message: &message::Request,
+) -> Result<Reply, Failure> {
     let scope = identity.write_scope()?;
     let place = Place::new(identity, scope);
     let entry = place.entry(&message.version, &message.key);
@@ -219,7 +223,8 @@ fn create(request: &Request, identity: &Identity, message: &message::Request) ->
         (DATA_METADATA.into(), data.clone()),
         (KEY_METADATA.into(), message.key.clone()),
     ];
-    let record = json!({ "key": message.key, "version": message.version, "data": data, "created": now });
+    let record =
+        json!({ "key": message.key, "version": message.version, "data": data, "created": now });
     let record = record.to_string().into_bytes();
     match blob::put_bytes(&reservation, &record, &options) {
         Ok(_) => {}
@@ -287,9 +292,9 @@ fn finalize(identity: &Identity, message: &message::Request) -> Result<Reply, Fa
         ))
         .with_code("invalid_argument"));
     }
-    // A positive int64, as GitHub's ids are.
     let id_bytes = wasip2::random::random::get_random_bytes(8);
-    let entry_id = u64::from_be_bytes(id_bytes.try_into().expect("8 bytes")) >> 1;
+    // 53 bits: JavaScript clients read it as a number without rounding.
+    let entry_id = u64::from_be_bytes(id_bytes.try_into().expect("8 bytes")) >> 11;
     let mut options = blob::overwrite_options(None);
     options.mode = WriteMode::CreateOnly;
     options.content_type = Some("application/json".into());
@@ -317,12 +322,16 @@ fn finalize(identity: &Identity, message: &message::Request) -> Result<Reply, Fa
     Ok(Reply::Finalized { entry_id })
 }
 
-fn lookup(request: &Request, identity: &Identity, message: &message::Request) -> Result<Reply, Failure> {
+fn lookup(
+    request: &Request,
+    identity: &Identity,
+    message: &message::Request,
+) -> Result<Reply, Failure> {
     if message.restore_keys.len() > MAX_RESTORE_KEYS {
-        return Err(Failure::bad_request(format!(
-            "at most {MAX_RESTORE_KEYS} restore keys"
-        ))
-        .with_code("invalid_argument"));
+        return Err(
+            Failure::bad_request(format!("at most {MAX_RESTORE_KEYS} restore keys"))
+                .with_code("invalid_argument"),
+        );
     }
     for restore_key in &message.restore_keys {
         check_text("restore key", restore_key)?;
