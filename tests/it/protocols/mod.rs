@@ -4,6 +4,7 @@
 mod azure_blob;
 mod bazel;
 mod ccache;
+mod gha;
 mod gradle;
 mod nx;
 mod oci;

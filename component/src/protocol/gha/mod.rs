@@ -408,7 +408,7 @@ pub fn render(failure: Failure) -> Response {
         Kind::MethodNotAllowed => "bad_route",
         Kind::Conflict => "already_exists",
         Kind::PreconditionFailed => "failed_precondition",
-        Kind::TooLarge => "resource_exhausted",
+        Kind::TooLarge => "malformed",
         Kind::UnsupportedMediaType => "bad_route",
         Kind::RangeNotSatisfiable => "out_of_range",
         Kind::Full => "resource_exhausted",
