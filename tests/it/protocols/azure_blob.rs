@@ -98,7 +98,7 @@ fn assert_imported(result: &Value, layers: &[Layer]) {
     assert_eq!(got, expected, "{result}");
 }
 
-on_targets!(buildkit_azblob_replay: dir, memory, azure, wasmtime_serve);
+on_targets!(buildkit_azblob_replay: dir, memory, azure, wasmtime_serve, spin);
 fn buildkit_azblob_replay(target: Target) {
     let Some(server) = deploy(target, &[]) else {
         return;
@@ -399,6 +399,19 @@ fn bad_input_changes_nothing(target: Target) {
         b"first block",
     );
     assert_eq!(staged.status, 201, "{}", staged.text());
+    let staged_list = client.send(
+        "GET",
+        &format!("{blob}?comp=blocklist&blocklisttype=uncommitted"),
+        &[],
+        b"",
+    );
+    assert!(
+        staged_list
+            .text()
+            .contains("<Block><Name>QUFBQQ==</Name><Size>11</Size></Block>"),
+        "{}",
+        staged_list.text()
+    );
     let list = |xml: &str| {
         client.send(
             "PUT",
@@ -439,6 +452,29 @@ fn bad_input_changes_nothing(target: Target) {
         b"x",
     );
     refused(&bad_id, 400, "InvalidQueryParameterValue");
+    let conditional = client.send(
+        "PUT",
+        &format!("{blob}?comp=blocklist"),
+        &[("if-match", "\"0x8D0000000000000\"")],
+        b"<BlockList><Latest>QUFBQQ==</Latest></BlockList>",
+    );
+    refused(&conditional, 412, "ConditionNotMet");
+    // Bodies cut short (a block, a blob): nothing is stored.
+    client.send_cut(
+        &format!("{blob}?comp=block&blockid=QkJCQg%3D%3D"),
+        &[],
+        100_000,
+        60_000,
+    );
+    client.send_cut(blob, &put, 100_000, 60_000);
+    assert_eq!(client.send("HEAD", blob, &[], b"").status, 404);
+    let blocks = client.send(
+        "GET",
+        &format!("{blob}?comp=blocklist&blocklisttype=uncommitted"),
+        &[],
+        b"",
+    );
+    assert!(!blocks.text().contains("QkJCQg=="), "{}", blocks.text());
     // The staged block still commits.
     let committed = list("<BlockList><Latest>QUFBQQ==</Latest></BlockList>");
     assert_eq!(committed.status, 201, "{}", committed.text());

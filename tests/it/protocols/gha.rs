@@ -146,7 +146,7 @@ fn buildkit(server: &Server, token: &str, mode: &str, blobs: &[Value]) -> Value 
     )
 }
 
-on_targets!(buildkit_gha_replay: dir, azure, wasmtime_serve);
+on_targets!(buildkit_gha_replay: dir, azure, wasmtime_serve, spin);
 fn buildkit_gha_replay(target: Target) {
     let settings = [("BLOBCACHE_TOKENS", TOKENS), ("BLOBCACHE_SECRET", SECRET)];
     let Some(server) = deploy(target, &settings) else {

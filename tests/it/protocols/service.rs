@@ -20,7 +20,17 @@ fn status_and_health(target: Target) {
     assert_eq!(json["access"], "open");
     assert_eq!(
         json["protocols"],
-        serde_json::json!(["ccache", "gradle", "sccache", "nx", "turbo", "oci", "bazel"])
+        serde_json::json!([
+            "ccache",
+            "gradle",
+            "sccache",
+            "nx",
+            "turbo",
+            "oci",
+            "azure-blob",
+            "gha",
+            "bazel"
+        ])
     );
     let kind = match target {
         Target::Dir | Target::CopyPath => "dir",

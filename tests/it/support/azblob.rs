@@ -74,6 +74,37 @@ impl SignedClient {
         }
     }
 
+    /// The headers of a request signed over `signed_path`, declaring `length`.
+    fn signed_headers(
+        &self,
+        method: &str,
+        signed_path: &str,
+        headers: &[(&str, &str)],
+        length: usize,
+    ) -> Vec<(String, String)> {
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}{signed_path}", self.addr, self.base))
+            .header("x-ms-version", "2024-11-04");
+        if !headers.iter().any(|(name, _)| *name == "x-ms-date") {
+            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+            builder = builder.header("x-ms-date", date);
+        }
+        if length > 0 {
+            builder = builder.header("content-length", length.to_string());
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let mut request = builder.body(()).unwrap();
+        blobcache_azure::signing::sign(&self.account, &mut request);
+        request
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect()
+    }
+
     /// Sends `method` to `<base><path>` with `headers`, signed over exactly
     /// what is sent unless `signed_path` names another path to sign over.
     pub fn send_signed_as(
@@ -84,27 +115,7 @@ impl SignedClient {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        let mut builder = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{}{signed_path}", self.addr, self.base))
-            .header("x-ms-version", "2024-11-04");
-        if !headers.iter().any(|(name, _)| *name == "x-ms-date") {
-            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-            builder = builder.header("x-ms-date", date);
-        }
-        if !body.is_empty() {
-            builder = builder.header("content-length", body.len().to_string());
-        }
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let mut request = builder.body(()).unwrap();
-        blobcache_azure::signing::sign(&self.account, &mut request);
-        let sent: Vec<(String, String)> = request
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
-            .collect();
+        let sent = self.signed_headers(method, signed_path, headers, body.len());
         let pairs: Vec<(&str, &str)> = sent.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         let mut connection = Connection::open(&self.addr);
         let body = match body {
@@ -113,6 +124,25 @@ impl SignedClient {
         };
         connection.send(method, &format!("{}{path}", self.base), &pairs, body);
         connection.receive(method == "HEAD").collect()
+    }
+
+    /// A signed PUT declaring `declared` bytes that sends `sent` of them and hangs up.
+    pub fn send_cut(&self, path: &str, headers: &[(&str, &str)], declared: usize, sent: usize) {
+        let signed = self.signed_headers("PUT", path, headers, declared);
+        let mut head = format!(
+            "PUT {}{path} HTTP/1.1\r\nhost: {}\r\n",
+            self.base, self.addr
+        );
+        for (name, value) in &signed {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut connection = Connection::open(&self.addr);
+        connection.write_raw(head.as_bytes());
+        connection.write_raw(&vec![7u8; sent]);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        connection.shutdown();
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 
     pub fn send(

@@ -68,6 +68,9 @@ const DATA_METADATA: &str = "gha_data";
 const SIZE_METADATA: &str = "gha_size";
 const KEY_METADATA: &str = "gha_key";
 const ENTRY_ID_METADATA: &str = "gha_entry_id";
+/// When the entry was finalized, in Unix milliseconds: orders entries
+/// finalized within one second (BuildKit's `#1`, `#2`, ... index entries).
+const FINALIZED_METADATA: &str = "gha_finalized_ms";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -303,6 +306,7 @@ fn finalize(identity: &Identity, message: &message::Request) -> Result<Reply, Fa
         (SIZE_METADATA.into(), size.to_string()),
         (KEY_METADATA.into(), message.key.clone()),
         (ENTRY_ID_METADATA.into(), entry_id.to_string()),
+        (FINALIZED_METADATA.into(), now_millis().to_string()),
     ];
     let record = json!({ "key": message.key, "version": message.version, "data": data,
                          "size": size, "entry_id": entry_id.to_string() });
@@ -367,12 +371,17 @@ fn find(place: &Place, version: &str, key: &str) -> Result<Option<ListEntry>, Fa
     }
     let mut newest: Option<ListEntry> = None;
     let mut cursor = None;
+    let age = |entry: &ListEntry| {
+        metadata(&entry.info, FINALIZED_METADATA)
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .unwrap_or(entry.info.last_modified.saturating_mul(1000))
+    };
     for _ in 0..MAX_LIST_PAGES {
         let page = store::list(&exact, cursor.as_deref(), 1000)?;
         for entry in page.entries {
-            let newer = newest.as_ref().is_none_or(|best| {
-                (entry.info.last_modified, &entry.key) > (best.info.last_modified, &best.key)
-            });
+            let newer = newest
+                .as_ref()
+                .is_none_or(|best| (age(&entry), &entry.key) > (age(best), &best.key));
             if newer {
                 newest = Some(entry);
             }
@@ -383,6 +392,12 @@ fn find(place: &Place, version: &str, key: &str) -> Result<Option<ListEntry>, Fa
         }
     }
     Ok(newest)
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A URL the client moves the bytes of `key` with: the store's own (Azure
