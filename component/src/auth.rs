@@ -100,6 +100,12 @@ impl<'a> Scope<'a> {
         namespace: Namespace::Path(None),
     };
 
+    /// For protocols that check their own credentials (see [`Need::OwnCredentials`]).
+    pub const OWN_CREDENTIALS: Scope<'static> = Scope {
+        need: Need::OwnCredentials,
+        namespace: Namespace::Path(None),
+    };
+
     /// `need` in the namespace the path names (`None`: outside any).
     pub fn in_path(need: Need, namespace: Option<&'a str>) -> Scope<'a> {
         Scope {

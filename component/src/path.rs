@@ -40,16 +40,7 @@ pub const MAX_RAW_PATH_LEN: usize = 4096;
 /// Azure-compatible endpoint, whose clients encode `/` in blob names and sign
 /// the path as sent).
 pub fn split_raw(path_with_query: &str) -> Result<CachePath<'_>, String> {
-    let (path, query) = match path_with_query.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (path_with_query, None),
-    };
-    if path.len() > MAX_RAW_PATH_LEN {
-        return Err(format!("path is longer than {MAX_RAW_PATH_LEN} bytes"));
-    }
-    let Some(rest) = path.strip_prefix('/') else {
-        return Err("path must start with /".into());
-    };
+    let (rest, query) = split_path(path_with_query, MAX_RAW_PATH_LEN)?;
     let segments = match rest.is_empty() {
         true => Vec::new(),
         false => rest.split('/').collect(),
@@ -57,17 +48,23 @@ pub fn split_raw(path_with_query: &str) -> Result<CachePath<'_>, String> {
     Ok(CachePath { segments, query })
 }
 
-fn parse_inner(path_with_query: &str, collections: bool) -> Result<CachePath<'_>, String> {
+/// The path after its leading `/`, and the query; the path at most `max_len` bytes.
+fn split_path(path_with_query: &str, max_len: usize) -> Result<(&str, Option<&str>), String> {
     let (path, query) = match path_with_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path_with_query, None),
     };
-    if path.len() > MAX_PATH_LEN {
-        return Err(format!("path is longer than {MAX_PATH_LEN} bytes"));
+    if path.len() > max_len {
+        return Err(format!("path is longer than {max_len} bytes"));
     }
     let Some(rest) = path.strip_prefix('/') else {
         return Err("path must start with /".into());
     };
+    Ok((rest, query))
+}
+
+fn parse_inner(path_with_query: &str, collections: bool) -> Result<CachePath<'_>, String> {
+    let (rest, query) = split_path(path_with_query, MAX_PATH_LEN)?;
     if rest.is_empty() {
         return Ok(CachePath {
             segments: Vec::new(),

@@ -167,6 +167,15 @@ mod tests {
         );
         assert_eq!(protocol_of("/v8/artifacts/status"), ("turbo", Ok(())));
         assert_eq!(protocol_of("/sccache/.sccache_check"), ("sccache", Ok(())));
+        // Azure clients encode `/` in blob names; that endpoint decodes them itself.
+        assert_eq!(
+            protocol_of("/azure/acct/buildkit-cache/app%2Fblobs%2Fsha256:ab"),
+            ("azure-blob", Ok(()))
+        );
+        assert_eq!(
+            protocol_of("/twirp/github.actions.results.api.v1.CacheService/CreateCacheEntry"),
+            ("gha", Ok(()))
+        );
         // WebDAV collections end in `/`; other protocols refuse that.
         assert_eq!(protocol_of("/sccache/pre/9/c/2/"), ("sccache", Ok(())));
         assert_eq!(protocol_of("/sccache//.sccache_check"), ("sccache", Ok(())));

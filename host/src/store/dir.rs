@@ -168,7 +168,7 @@ impl DirStore {
     fn new_writer(&self, target: Target, options: WriteOptions) -> Result<Box<dyn BlobWriter>> {
         let mut temp = self.temp_file()?;
         let file = temp.file.take().expect("fresh temp file");
-        let sink = Sink::new(BlobFile::new(file), options.max_size);
+        let sink = Sink::new(BlobFile::new(file, self.layout.fsync), options.max_size);
         Ok(Box::new(DirWriter {
             store: self.clone(),
             target,
@@ -299,7 +299,10 @@ impl DirStore {
             return self.commit_single_block(key, &dir, id, options);
         }
         let mut temp = self.temp_file()?;
-        let mut sink = Sink::new(BlobFile::new(temp.file.take().unwrap()), options.max_size);
+        let mut sink = Sink::new(
+            BlobFile::new(temp.file.take().unwrap(), self.layout.fsync),
+            options.max_size,
+        );
         let mut buffer = vec![0u8; 1 << 20];
         for id in block_ids {
             check_block_id(id)?;
@@ -361,7 +364,7 @@ impl DirStore {
         };
         let file = File::options().append(true).open(&temp.path)?;
         let written = Written {
-            writer: BlobFile::new(file),
+            writer: BlobFile::new(file, self.layout.fsync),
             size: hashed.size,
             sha256: hashed.sha256,
         };
@@ -664,21 +667,25 @@ impl Drop for TempFile {
     }
 }
 
-/// The file an upload streams into: buffered, with writeback started as it goes.
+/// The file an upload streams into: buffered, with writeback started as it
+/// goes when the file will be fsynced (so the fsync has little left to do).
+/// Without fsync the kernel writes back on its own schedule: starting
+/// writeback early would only hold uploads to the disk's speed.
 pub struct BlobFile {
     file: File,
     buffer: Vec<u8>,
     written: u64,
-    writeback_from: u64,
+    /// None when the file is not fsynced.
+    writeback_from: Option<u64>,
 }
 
 impl BlobFile {
-    fn new(file: File) -> Self {
+    fn new(file: File, fsync: bool) -> Self {
         BlobFile {
             file,
             buffer: Vec::with_capacity(WRITE_BUFFER),
             written: 0,
-            writeback_from: 0,
+            writeback_from: fsync.then_some(0),
         }
     }
 
@@ -689,13 +696,11 @@ impl BlobFile {
         self.file.write_all(&self.buffer)?;
         self.written += self.buffer.len() as u64;
         self.buffer.clear();
-        if self.written - self.writeback_from >= WRITEBACK_EVERY {
-            start_writeback(
-                &self.file,
-                self.writeback_from,
-                self.written - self.writeback_from,
-            );
-            self.writeback_from = self.written;
+        if let Some(from) = self.writeback_from {
+            if self.written - from >= WRITEBACK_EVERY {
+                start_writeback(&self.file, from, self.written - from);
+                self.writeback_from = Some(self.written);
+            }
         }
         Ok(())
     }

@@ -101,10 +101,7 @@ fn parse(rest: &[&str]) -> Result<Call, Failure> {
 
 impl Endpoint for Call {
     fn scope<'a>(&'a self, _: &'a Request) -> Scope<'a> {
-        Scope {
-            need: Need::OwnCredentials,
-            namespace: crate::auth::Namespace::Path(None),
-        }
+        Scope::OWN_CREDENTIALS
     }
 
     fn handle(&self, request: &Request, _: &Caller) -> Result<Response, Failure> {

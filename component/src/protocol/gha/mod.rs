@@ -26,7 +26,7 @@ mod message;
 
 use serde_json::json;
 
-use crate::auth::{Caller, Need, Scope};
+use crate::auth::{Caller, Scope};
 use crate::bindings::blobcache::store::store;
 use crate::bindings::blobcache::store::types::{
     Access as StoreAccess, BlobInfo, Error as StoreError, ListEntry, WriteMode,
@@ -92,10 +92,7 @@ fn parse(rest: &[&str]) -> Result<Method, Failure> {
 
 impl Endpoint for Method {
     fn scope<'a>(&'a self, _: &'a Request) -> Scope<'a> {
-        Scope {
-            need: Need::OwnCredentials,
-            namespace: crate::auth::Namespace::Path(None),
-        }
+        Scope::OWN_CREDENTIALS
     }
 
     fn handle(&self, request: &Request, _: &Caller) -> Result<Response, Failure> {
