@@ -14,6 +14,7 @@
 //! description are published together by one rename. Uploads stream into a temp
 //! file that is fsynced and then renamed (or hard-linked, for create-only) into
 //! place, so a reader sees a whole verified blob or none, whatever happens midway.
+//! Listings go through an in-memory index of the keys (see `key_index`).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
+use super::key_index::KeyIndex;
 use super::sink::SharedSink;
 use super::streams::FileInputStream;
 use super::*;
@@ -54,6 +56,8 @@ struct Layout {
     blocks: PathBuf,
     tmp: PathBuf,
     fsync: bool,
+    /// Sorted keys, for prefix listings.
+    index: KeyIndex,
 }
 
 /// The description stored at the end of every blob file.
@@ -91,6 +95,7 @@ impl DirStore {
             tmp: root.join("tmp"),
             root,
             fsync,
+            index: KeyIndex::default(),
         };
         for dir in [&layout.blobs, &layout.blocks, &layout.tmp] {
             fs::create_dir_all(dir)?;
@@ -214,6 +219,7 @@ impl DirStore {
             }
         }
         self.place(temp, &path, options.mode)?;
+        self.layout.index.insert(key);
         Ok(trailer.info())
     }
 
@@ -240,50 +246,65 @@ impl DirStore {
         Ok(())
     }
 
+    /// A page of the blobs under `prefix`, in key order, from the key index.
     fn list_blocking(&self, prefix: &str, cursor: Option<String>, limit: u32) -> Result<ListPage> {
         let limit = limit.clamp(1, 10_000) as usize;
-        let mut shards: Vec<String> = read_names(&self.layout.blobs)?;
-        shards.sort();
         let mut entries = Vec::new();
-        for shard in shards {
-            if cursor
-                .as_deref()
-                .is_some_and(|c| shard.as_str() < &c[..c.len().min(2)])
-            {
-                continue;
-            }
-            let mut names = read_names(&self.layout.blobs.join(&shard))?;
-            names.sort();
-            for name in names {
-                let position = format!("{shard}/{name}");
-                if cursor.as_deref().is_some_and(|c| position.as_str() <= c) {
-                    continue;
+        let mut cursor = cursor;
+        loop {
+            let (keys, more) = self.layout.index.range(
+                prefix,
+                cursor.as_deref(),
+                limit - entries.len(),
+                || self.scan_keys(),
+            )?;
+            let last = keys.last().cloned();
+            for key in keys {
+                match self.open_blob(&key) {
+                    Ok((_, opened)) => entries.push(ListEntry {
+                        info: opened.trailer.info(),
+                        key,
+                    }),
+                    // Gone since it was indexed (or never whole): not listed.
+                    Err(Error::NotFound) => self.layout.index.remove(&key),
+                    Err(error) => return Err(error),
                 }
+            }
+            match (more, entries.len() == limit) {
+                (false, _) => {
+                    return Ok(ListPage {
+                        entries,
+                        next_cursor: None,
+                    })
+                }
+                (true, true) => {
+                    return Ok(ListPage {
+                        entries,
+                        next_cursor: last,
+                    })
+                }
+                (true, false) => cursor = last,
+            }
+        }
+    }
+
+    /// The key of every whole blob in the store, from the trailers.
+    fn scan_keys(&self) -> io::Result<Vec<String>> {
+        let mut keys = Vec::new();
+        for shard in read_names(&self.layout.blobs)? {
+            let Ok(names) = read_names(&self.layout.blobs.join(&shard)) else {
+                continue;
+            };
+            for name in names {
                 let Ok(file) = File::open(self.layout.blobs.join(&shard).join(&name)) else {
                     continue;
                 };
-                let Ok(Some(trailer)) = read_trailer(&file) else {
-                    continue;
-                };
-                if !trailer.key.starts_with(prefix) {
-                    continue;
-                }
-                entries.push(ListEntry {
-                    info: trailer.info(),
-                    key: trailer.key,
-                });
-                if entries.len() == limit {
-                    return Ok(ListPage {
-                        entries,
-                        next_cursor: Some(position),
-                    });
+                if let Ok(Some(trailer)) = read_trailer(&file) {
+                    keys.push(trailer.key);
                 }
             }
         }
-        Ok(ListPage {
-            entries,
-            next_cursor: None,
-        })
+        Ok(keys)
     }
 
     fn commit_blocking(
@@ -570,6 +591,7 @@ impl Backend for DirStore {
     async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         fs::remove_file(self.blob_path(key)).map_err(not_found_is_miss)?;
+        self.layout.index.remove(key);
         Ok(())
     }
 

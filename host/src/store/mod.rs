@@ -10,6 +10,7 @@
 pub mod azure;
 pub mod dir;
 mod host_impl;
+mod key_index;
 pub mod memory;
 mod sink;
 mod streams;
