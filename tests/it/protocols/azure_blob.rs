@@ -527,12 +527,8 @@ fn bad_input_changes_nothing(target: Target) {
     );
     assert_eq!(unsigned.status, 403);
     // Over the size limit: refused before the body is read.
-    let large = vec![1u8; 1_000_001];
-    refused(
-        &client.send("PUT", blob, &put, &large),
-        413,
-        "RequestBodyTooLarge",
-    );
+    let large = client.declared_without_body(blob, &put, 1_000_001);
+    refused(&large, 413, "RequestBodyTooLarge");
     // A SAS that expired, and one whose signature was made for reading.
     let sas = |permissions: &str, expiry: u64| {
         let account = blobcache_azure::Account::new(DEV_ACCOUNT, DEV_KEY, None).unwrap();

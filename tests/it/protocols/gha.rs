@@ -439,10 +439,20 @@ fn twirp_answers_and_bad_input(target: Target) {
         send("CreateCacheEntry", &protobuf, &[0x12, 9, b'x']),
         (400, "malformed".into())
     );
-    let huge = format!(r#"{{"key":"{}","version":"v"}}"#, "k".repeat(100_000));
+    // A document over the limit is refused before it is read.
+    let mut connection = crate::support::Connection::open(&server.addr);
+    connection.write_raw(
+        format!(
+            "POST {SERVICE}/CreateCacheEntry HTTP/1.1\r\nhost: localhost\r\n\
+             authorization: Bearer t\r\ncontent-type: application/json\r\n\
+             expect: 100-continue\r\ncontent-length: 100000\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let huge = connection.receive(false).collect();
     assert_eq!(
-        send("CreateCacheEntry", &json_headers, huge.as_bytes()).0,
-        400
+        (huge.status, json_of(&huge)["code"].as_str()),
+        (400, Some("malformed"))
     );
     assert_eq!(
         twirp(

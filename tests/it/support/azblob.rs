@@ -126,6 +126,29 @@ impl SignedClient {
         connection.receive(method == "HEAD").collect()
     }
 
+    /// The answer to a signed PUT declaring `declared` bytes (with `Expect:
+    /// 100-continue`) of which nothing is sent: only an answer given without
+    /// the body can arrive.
+    pub fn declared_without_body(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        declared: usize,
+    ) -> Response {
+        let signed = self.signed_headers("PUT", path, headers, declared);
+        let mut head = format!(
+            "PUT {}{path} HTTP/1.1\r\nhost: {}\r\nexpect: 100-continue\r\n",
+            self.base, self.addr
+        );
+        for (name, value) in &signed {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut connection = Connection::open(&self.addr);
+        connection.write_raw(head.as_bytes());
+        connection.receive(false).collect()
+    }
+
     /// A signed PUT declaring `declared` bytes that sends `sent` of them and hangs up.
     pub fn send_cut(&self, path: &str, headers: &[(&str, &str)], declared: usize, sent: usize) {
         let signed = self.signed_headers("PUT", path, headers, declared);
