@@ -137,6 +137,7 @@ fn issue(what: Credentials) -> anyhow::Result<String> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    raise_descriptor_limit();
     let tokens = args.tokens()?;
     args.checked_secret()?;
     let functions = functions_port()?;
@@ -183,6 +184,37 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         status.location
     );
     blobcache::server::serve(listener, runtime, options, shutdown_signal()).await
+}
+
+/// Raises the soft limit of open descriptors to the hard limit: every
+/// connection and every open blob holds one, and the usual soft limit (1,024)
+/// would stop the server accepting long before memory or CPU run out.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a valid, initialised struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                tracing::info!(
+                    "open descriptors: soft limit raised from {} to {}",
+                    limit.rlim_cur,
+                    limit.rlim_max
+                );
+                return;
+            }
+        }
+    }
+    tracing::info!("open descriptors: limit {}", limit.rlim_cur);
 }
 
 /// Under Azure Functions (custom handler) the host says which port to serve on.

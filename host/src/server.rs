@@ -52,6 +52,9 @@ pub async fn serve(
         let service = service_fn(move |request| {
             let runtime = runtime.clone();
             async move {
+                if let Some(problem) = host_header_problem(&request) {
+                    return Ok(text_response(400, problem));
+                }
                 if options.loopback_hosts_only && !has_loopback_host(&request) {
                     return Ok(text_response(
                         403,
@@ -90,6 +93,21 @@ pub async fn serve(
         tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
     Ok(())
+}
+
+/// Why the request's `Host` headers break HTTP/1.1 (RFC 9112 §3.2: exactly
+/// one), if they do; HTTP/1.0 requests may have none.
+fn host_header_problem<B>(request: &hyper::Request<B>) -> Option<&'static str> {
+    let hosts = request
+        .headers()
+        .get_all(hyper::header::HOST)
+        .iter()
+        .count();
+    match (hosts, request.version()) {
+        (0, hyper::Version::HTTP_10) | (1, _) => None,
+        (0, _) => Some("an HTTP/1.1 request needs a Host header\n"),
+        _ => Some("a request may carry one Host header only\n"),
+    }
 }
 
 /// Whether the request names a loopback host (or none: HTTP/1.0 clients, which

@@ -132,13 +132,68 @@ fn stalled_clients_are_cut_off_and_free_their_slots() {
     drop(stalled);
 }
 
+/// HTTP/1.0 requests may come without `Host`; HTTP/1.1 requests need exactly
+/// one (RFC 9112 §3.2), or they get 400.
 #[test]
-fn requests_without_a_host_header_are_served() {
+fn host_headers_as_http_wants_them() {
     let server = Server::start();
-    let mut connection = Connection::open(&server.addr);
-    connection.write_raw(b"GET /healthz HTTP/1.0\r\n\r\n");
-    let response = connection.receive(false).collect();
+    let send = |raw: &[u8]| {
+        let mut connection = Connection::open(&server.addr);
+        connection.write_raw(raw);
+        connection.receive(false).collect()
+    };
+    let response = send(b"GET /healthz HTTP/1.0\r\n\r\n");
     assert_eq!((response.status, response.text().trim()), (200, "ok"));
+    let none = send(b"GET /healthz HTTP/1.1\r\nconnection: close\r\n\r\n");
+    assert_eq!(none.status, 400, "{}", none.text());
+    let two = send(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nhost: localhost\r\n\r\n");
+    assert_eq!(two.status, 400, "{}", two.text());
+    let one = send(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    assert_eq!(one.status, 200);
+}
+
+/// The server raises its soft descriptor limit to the hard one at start.
+#[test]
+fn the_descriptor_limit_is_raised_at_start() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_blobcache"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(format!("dir:{}", dir.path().join("store").display()))
+        .arg("--compile-cache")
+        .arg(support::compile_cache())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            limit.rlim_cur = 256.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "{line}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers[0], numbers[1], "soft raised to hard: {open_files}");
 }
 
 /// 32 threads write two versions of one key while 32 read it; every read must be
