@@ -124,7 +124,11 @@ fn build_wasm(workspace: &Path, target_dir: &Path, package: &str, features: &[&s
         .arg(target_dir)
         // The host's own flags are not meant for the wasm target.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS");
+        .env_remove("RUSTFLAGS")
+        // Deployed as they are built (Spin, wasmtime serve, embedded): without
+        // DWARF line tables, which were most of their size. The name section
+        // stays, so traps and profiles still name guest functions.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false");
     if !features.is_empty() {
         command.arg("--features").arg(features.join(","));
     }

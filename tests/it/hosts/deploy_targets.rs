@@ -152,3 +152,40 @@ fn spin_toml_serves_the_spin_build_with_azure_settings_from_variables() {
         );
     }
 }
+
+/// The custom sections of a component and every module inside it.
+fn custom_sections(component: &str) -> Vec<(String, usize)> {
+    let bytes = std::fs::read(component).unwrap();
+    let mut sections = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+        if let wasmparser::Payload::CustomSection(section) = payload.unwrap() {
+            sections.push((section.name().to_string(), section.data().len()));
+        }
+    }
+    sections
+}
+
+/// What deploys (`wasmtime serve`, Spin, the component the host embeds) ships
+/// without DWARF, which was most of its size, and keeps its name sections, so
+/// traps and profiles still name guest functions.
+#[test]
+fn deployed_components_ship_without_dwarf_and_keep_their_names() {
+    for component in [
+        env!("BLOBCACHE_WASM"),
+        env!("BLOBCACHE_SPIN_WASM"),
+        env!("BLOBCACHE_COMPONENT_WASM"),
+    ] {
+        let sections = custom_sections(component);
+        let dwarf: Vec<&(String, usize)> = sections
+            .iter()
+            .filter(|(name, _)| name.starts_with(".debug"))
+            .collect();
+        assert!(dwarf.is_empty(), "{component}: {dwarf:?}");
+        assert!(
+            sections.iter().any(|(name, _)| name == "name"),
+            "{component}: no name section"
+        );
+        let size = std::fs::metadata(component).unwrap().len();
+        assert!(size < 4 << 20, "{component}: {size} bytes");
+    }
+}
