@@ -132,6 +132,31 @@ fn stalled_clients_are_cut_off_and_free_their_slots() {
     drop(stalled);
 }
 
+/// A server killed in the middle of an upload leaves its temp file; the next
+/// start deletes it (and serves no partial entry), so a crash loop cannot fill
+/// the disk.
+#[test]
+fn temp_files_of_a_killed_server_are_reclaimed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", dir.path().display());
+    let tmp = dir.path().join("tmp");
+    let count = |path: &std::path::Path| std::fs::read_dir(path).map_or(0, |d| d.count());
+    let server = Server::start_with(&["--store", &store]);
+    let mut connection = Connection::open(&server.addr);
+    connection.write_raw(
+        b"PUT /ccache/ab/cut HTTP/1.1\r\nhost: localhost\r\ncontent-length: 4000000\r\n\r\n",
+    );
+    connection.write_raw(&vec![1u8; 2_000_000]);
+    assert!(eventually(Duration::from_secs(5), || count(&tmp) > 0));
+    // SIGKILL while the upload is still open.
+    drop(server);
+    drop(connection);
+    assert!(count(&tmp) > 0, "the killed server left its temp file");
+    let server = Server::start_with(&["--store", &store]);
+    assert_eq!(count(&tmp), 0, "reclaimed at start");
+    assert_eq!(server.get("/ccache/ab/cut").status, 404);
+}
+
 /// HTTP/1.0 requests may come without `Host`; HTTP/1.1 requests need exactly
 /// one (RFC 9112 §3.2), or they get 400.
 #[test]

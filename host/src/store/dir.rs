@@ -119,18 +119,23 @@ impl DirStore {
         &self.layout.root
     }
 
-    /// Deletes temp files and staged blocks nobody touched for a day.
+    /// At start: deletes every temp file, and staged blocks nobody touched for
+    /// a day. A temp file belongs to an upload of a process that has ended
+    /// (one process serves a directory), so a crash loop cannot fill the disk
+    /// with them; staged blocks stay, since a multi-request upload may go on
+    /// after a restart.
     pub fn remove_stale(&self) {
         let cutoff = SystemTime::now() - STALE_AFTER;
-        for dir in [&self.layout.tmp, &self.layout.blocks] {
+        for (dir, all) in [(&self.layout.tmp, true), (&self.layout.blocks, false)] {
             let Ok(entries) = fs::read_dir(dir) else {
                 continue;
             };
             for entry in entries.flatten() {
-                let old = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t < cutoff);
+                let old = all
+                    || entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t < cutoff);
                 if old {
                     let path = entry.path();
                     let _ = fs::remove_file(&path).or_else(|_| fs::remove_dir_all(&path));
