@@ -19,6 +19,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::auth::{Access, Token, Tokens};
+use crate::error::{Failure, Kind};
 
 /// Azurite's published development account: on an open server (no tokens)
 /// the Azure endpoint accepts it, so tools work with no configuration.
@@ -66,6 +67,21 @@ impl Secret {
     pub fn account_key(&self, token: &Token) -> String {
         STANDARD.encode(self.derive("azure-account-key", Some(token)))
     }
+}
+
+/// The token table and the server secret; a 500 when either is unusable, whose
+/// reason goes to the operator's log, not to the client.
+pub fn configured() -> Result<(Tokens, Option<Secret>), Failure> {
+    let unusable = |what: &str, why: String| {
+        eprintln!("blobcache: {what} is unusable: {why}");
+        Failure::new(
+            Kind::Internal,
+            "the credential configuration is unusable; see the server's log",
+        )
+    };
+    let tokens = crate::config::tokens().map_err(|why| unusable("BLOBCACHE_TOKENS", why))?;
+    let secret = crate::config::secret().map_err(|why| unusable("BLOBCACHE_SECRET", why))?;
+    Ok((tokens, secret))
 }
 
 /// What a verified credential may do: its token's access and namespace.

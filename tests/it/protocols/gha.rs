@@ -573,3 +573,26 @@ fn percent(text: &str) -> String {
         .replace('/', "%2F")
         .replace('=', "%3D")
 }
+
+/// A server with tokens and no secret cannot sign upload URLs: the reservation
+/// fails with it, so the key is free once the secret is configured.
+#[test]
+fn a_server_that_cannot_sign_reserves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", dir.path().display());
+    let entry = json!({"key": "deps-3", "version": "v"});
+    let unsigned = Server::start_with_env(&["--store", &store], &[("BLOBCACHE_TOKENS", TOKENS)]);
+    let (status, body) = twirp(&unsigned, "CreateCacheEntry", "ci-secret", &entry);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (500, Some("internal")),
+        "{body}"
+    );
+    drop(unsigned);
+    let signing = Server::start_with_env(
+        &["--store", &store],
+        &[("BLOBCACHE_TOKENS", TOKENS), ("BLOBCACHE_SECRET", SECRET)],
+    );
+    let (status, body) = twirp(&signing, "CreateCacheEntry", "ci-secret", &entry);
+    assert_eq!(status, 200, "{body}");
+}

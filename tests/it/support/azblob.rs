@@ -135,22 +135,23 @@ impl SignedClient {
         headers: &[(&str, &str)],
         declared: usize,
     ) -> Response {
-        let signed = self.signed_headers("PUT", path, headers, declared);
-        let mut head = format!(
-            "PUT {}{path} HTTP/1.1\r\nhost: {}\r\nexpect: 100-continue\r\n",
-            self.base, self.addr
-        );
-        for (name, value) in &signed {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        let mut connection = Connection::open(&self.addr);
-        connection.write_raw(head.as_bytes());
+        let mut headers = headers.to_vec();
+        headers.push(("expect", "100-continue"));
+        let mut connection = self.put_head(path, &headers, declared);
         connection.receive(false).collect()
     }
 
     /// A signed PUT declaring `declared` bytes that sends `sent` of them and hangs up.
     pub fn send_cut(&self, path: &str, headers: &[(&str, &str)], declared: usize, sent: usize) {
+        let mut connection = self.put_head(path, headers, declared);
+        connection.write_raw(&vec![7u8; sent]);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        connection.shutdown();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
+    /// A connection that has sent the signed head of a PUT declaring `declared` bytes.
+    fn put_head(&self, path: &str, headers: &[(&str, &str)], declared: usize) -> Connection {
         let signed = self.signed_headers("PUT", path, headers, declared);
         let mut head = format!(
             "PUT {}{path} HTTP/1.1\r\nhost: {}\r\n",
@@ -162,10 +163,7 @@ impl SignedClient {
         head.push_str("\r\n");
         let mut connection = Connection::open(&self.addr);
         connection.write_raw(head.as_bytes());
-        connection.write_raw(&vec![7u8; sent]);
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        connection.shutdown();
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        connection
     }
 
     pub fn send(

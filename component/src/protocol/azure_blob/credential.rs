@@ -55,8 +55,7 @@ pub fn verify(
     resource: (&str, Option<&str>),
     now: u64,
 ) -> Result<Credential, Failure> {
-    let tokens = crate::config::tokens().map_err(|_| configuration_error())?;
-    let secret = crate::config::secret().map_err(|_| configuration_error())?;
+    let (tokens, secret) = credentials::configured()?;
     if request.query_param("sig").is_some() {
         return verify_sas(request, &tokens, secret.as_ref(), account, resource, now);
     }
@@ -66,14 +65,6 @@ pub fn verify(
             "the request is not signed: use Shared Key or a SAS",
         )),
     }
-}
-
-fn configuration_error() -> Failure {
-    eprintln!("blobcache: BLOBCACHE_TOKENS or BLOBCACHE_SECRET is unusable");
-    Failure::new(
-        Kind::Internal,
-        "the credential configuration is unusable; see the server's log",
-    )
 }
 
 fn verify_shared_key(

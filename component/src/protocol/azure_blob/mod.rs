@@ -623,7 +623,7 @@ pub fn render(failure: Failure) -> Response {
         Kind::TooLarge => "RequestBodyTooLarge",
         Kind::UnsupportedMediaType => "InvalidInput",
         Kind::RangeNotSatisfiable => "InvalidRange",
-        Kind::Full => "InsufficientAccountPermissions",
+        Kind::Full => "InsufficientStorage",
         Kind::Unavailable => "ServerBusy",
         Kind::Internal => "InternalError",
     });
@@ -648,8 +648,7 @@ pub fn signed_url(
     ttl_seconds: u64,
 ) -> Result<String, Failure> {
     use base64::Engine as _;
-    let tokens = crate::config::tokens().map_err(|e| Failure::new(Kind::Internal, e))?;
-    let secret = crate::config::secret().map_err(|e| Failure::new(Kind::Internal, e))?;
+    let (tokens, secret) = crate::credentials::configured()?;
     let key_bytes = crate::credentials::signer_key(&tokens, secret.as_ref()).ok_or_else(|| {
         Failure::new(
             Kind::Internal,

@@ -91,7 +91,7 @@ pub fn identify(request: &Request) -> Result<Identity, Failure> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthenticated("a Bearer token is required"))?;
-    let tokens = crate::config::tokens().map_err(|_| unusable())?;
+    let (tokens, secret) = credentials::configured()?;
     let looks_like_jwt = token.split('.').count() == 3;
     if tokens.is_empty() {
         let scopes = match looks_like_jwt {
@@ -108,8 +108,7 @@ pub fn identify(request: &Request) -> Result<Identity, Failure> {
         });
     }
     if looks_like_jwt {
-        let secret = crate::config::secret()
-            .map_err(|_| unusable())?
+        let secret = secret
             .ok_or_else(|| unauthenticated("this server has no BLOBCACHE_SECRET to verify JWTs"))?;
         let (claims, grant) =
             credentials::verify_jwt(&tokens, &secret, token, credentials::now_unix())
@@ -128,14 +127,6 @@ pub fn identify(request: &Request) -> Result<Identity, Failure> {
         access: plain.access,
         scopes: default_scopes(plain.access),
     })
-}
-
-fn unusable() -> Failure {
-    eprintln!("blobcache: BLOBCACHE_TOKENS or BLOBCACHE_SECRET is unusable");
-    Failure::new(
-        Kind::Internal,
-        "the credential configuration is unusable; see the server's log",
-    )
 }
 
 #[cfg(test)]

@@ -215,6 +215,8 @@ fn create(
         Err(error) => return Err(error.into()),
     }
     let data = place.data(&crate::ids::random_hex(16));
+    // Signed first: a server that cannot sign must not leave the key reserved.
+    let url = signed_url(request, &data, StoreAccess::Write)?;
     let now = crate::credentials::now_unix();
     let mut options = blob::overwrite_options(None);
     options.mode = WriteMode::CreateOnly;
@@ -245,7 +247,6 @@ fn create(
         }
         Err(failure) => return Err(failure),
     }
-    let url = signed_url(request, &data, StoreAccess::Write)?;
     Ok(Reply::Created { url })
 }
 
