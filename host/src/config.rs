@@ -35,6 +35,13 @@ impl FromStr for StoreSpec {
     }
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// `blobcache serve`: run the cache.
 #[derive(Parser, Debug, Clone)]
 pub struct ServeArgs {
@@ -83,9 +90,42 @@ pub struct ServeArgs {
     )]
     pub guest_timeout_secs: u64,
 
-    /// Requests served at once; more wait for a free slot.
+    /// Requests served at once; more wait for a free slot. Requests with a
+    /// body (uploads) may hold at most seven eighths of them.
     #[arg(long, env = "BLOBCACHE_MAX_CONCURRENT", default_value_t = 256)]
     pub max_concurrent: u32,
+
+    /// Requests that may wait for a slot; beyond that, 503 with Retry-After.
+    #[arg(long, env = "BLOBCACHE_MAX_QUEUED", default_value_t = 1024)]
+    pub max_queued: u32,
+
+    /// Seconds a request may wait for a slot before it gets 503 with Retry-After.
+    #[arg(
+        long = "queue-timeout",
+        env = "BLOBCACHE_QUEUE_TIMEOUT",
+        default_value_t = 10
+    )]
+    pub queue_timeout_secs: u64,
+
+    /// Bytes per second a request must move after its first `--guest-timeout`
+    /// window; slower clients are cut off (0 turns the check off).
+    #[arg(long, env = "BLOBCACHE_MIN_TRANSFER_RATE", default_value_t = 1024)]
+    pub min_transfer_rate: u64,
+
+    /// Seconds a connection may sit without a complete request head (idle
+    /// keep-alive, or a client sending headers slowly) before it is closed.
+    #[arg(
+        long = "idle-timeout",
+        env = "BLOBCACHE_IDLE_TIMEOUT",
+        default_value_t = 30
+    )]
+    pub idle_timeout_secs: u64,
+
+    /// Client connections kept open; beyond that, idle connections are shed
+    /// first and new ones refused. Default: three quarters of the open
+    /// descriptor limit.
+    #[arg(long, env = "BLOBCACHE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 
     /// Directory for compiled machine code of the component, reused across restarts.
     /// Default: `$XDG_CACHE_HOME/blobcache/compiled`, else `~/.cache/blobcache/compiled`.
@@ -124,6 +164,12 @@ pub struct ServeArgs {
     /// anyone who can reach it can read and write every entry.
     #[arg(long, env = "BLOBCACHE_ALLOW_OPEN")]
     pub allow_open: bool,
+
+    /// Log lines as `text` (for people) or `json` (one object per line, for
+    /// log collectors). Every request gets one access-log line (target
+    /// `blobcache::access`) naming no key, path, token or signature.
+    #[arg(long, env = "BLOBCACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Run this component file instead of the built-in one.
     #[arg(long, env = "BLOBCACHE_COMPONENT", hide = true)]
@@ -194,6 +240,9 @@ impl ServeArgs {
             guest_memory: self.guest_memory_mib << 20,
             guest_timeout: Duration::from_secs(self.guest_timeout_secs.max(1)),
             max_concurrent: self.max_concurrent.max(1),
+            max_queued: self.max_queued,
+            queue_timeout: Duration::from_secs(self.queue_timeout_secs),
+            min_transfer_rate: self.min_transfer_rate,
             component_env,
             compile_cache: Some(
                 self.compile_cache

@@ -16,7 +16,9 @@
 
 mod bindings;
 pub mod config;
+mod exchange;
 mod limits;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -1,14 +1,17 @@
-//! Per-request limits on the guest: memory, and a time limit on requests that do
-//! not move data.
+//! Per-request limits on the guest: memory, a time limit on requests that do
+//! not move data, and a minimum transfer rate.
 //!
 //! A transfer of many gigabytes from a slow client may legitimately take hours,
 //! so a wall-clock limit on the whole request would be wrong. What must never
 //! happen is a request that holds its slot without moving data: a guest spinning
 //! in wasm code, or a client that stalls mid-body. Every chunk that crosses a store
-//! stream counts as progress, and time spent inside a store call (an fsync, an
-//! Azure commit) is not held against the request. Two checks use this: the epoch
-//! callback traps a guest that runs wasm past its deadline with no progress, and
-//! [`watchdog`] stops a request that waits with no progress.
+//! stream, and every body frame the client sends or takes, counts as progress;
+//! time spent inside a store call (an fsync, an Azure commit) is not held against
+//! the request. Two checks use this: the epoch callback traps a guest that runs
+//! wasm past its deadline with no progress, and [`watchdog`] stops a request that
+//! waits with no progress, or (after its first window) moves less than the
+//! minimum rate: a client trickling a byte every few seconds would otherwise hold
+//! a slot for as long as it likes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,15 +38,69 @@ pub struct Progress(Arc<Counters>);
 struct Counters {
     bytes: AtomicU64,
     store_calls: AtomicU64,
+    /// What the request's connection moved on its socket, when the server
+    /// counts it: finer-grained than body frames, so a client reading a
+    /// download slowly but steadily shows progress between frames.
+    connection: Option<ConnectionBytes>,
+}
+
+/// Bytes a connection's client has sent, and taken, on its socket; the server
+/// puts it in each request's extensions.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionBytes(Arc<SocketCounters>);
+
+#[derive(Debug, Default)]
+struct SocketCounters {
+    read: AtomicU64,
+    written: AtomicU64,
+    /// The socket, while open (else -1): its unsent bytes are not progress.
+    fd: std::sync::atomic::AtomicI32,
+}
+
+impl ConnectionBytes {
+    /// Bytes read from the client plus bytes it has acknowledged. Counting
+    /// writes alone would be too coarse: the kernel takes megabytes into the
+    /// send buffer at once, then wakes the writer only when a third of it is
+    /// free again, which a slow client may take many seconds to drain.
+    pub fn moved(&self) -> u64 {
+        let counters = &self.0;
+        let unsent = match counters.fd.load(Ordering::Acquire) {
+            fd if fd < 0 => 0,
+            fd => {
+                let mut queued: libc::c_int = 0;
+                // SAFETY: TIOCOUTQ writes one int; a stale descriptor fails harmlessly.
+                match unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) } {
+                    0 => queued.max(0) as u64,
+                    _ => 0,
+                }
+            }
+        };
+        let written = counters.written.load(Ordering::Relaxed);
+        counters.read.load(Ordering::Relaxed) + written.saturating_sub(unsent)
+    }
 }
 
 impl Progress {
+    /// Progress that also counts what the request's connection moves.
+    pub fn on_connection(connection: Option<ConnectionBytes>) -> Progress {
+        Progress(Arc::new(Counters {
+            connection,
+            ..Default::default()
+        }))
+    }
+
     pub fn bytes(&self) -> u64 {
-        self.0.bytes.load(Ordering::Relaxed)
+        let socket = self.0.connection.as_ref().map_or(0, ConnectionBytes::moved);
+        self.0.bytes.load(Ordering::Relaxed) + socket
     }
 
     fn add(&self, n: usize) {
         self.0.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Body bytes the client sent or took.
+    pub fn add_client(&self, n: usize) {
+        self.add(n);
     }
 
     /// Marks a store call as running until the guard drops.
@@ -79,27 +136,75 @@ impl Drop for StoreCall {
     }
 }
 
-/// Runs `request` until it ends, or until a whole `limit` passes in which it moved
-/// no data and made no store call.
-pub async fn watchdog<F>(request: F, progress: Progress, limit: Duration) -> wasmtime::Result<()>
+/// Runs `request` until it ends, or until a whole `window` passes in which it
+/// made no store call and moved no data, or (after the first window, the grace
+/// period) less than `min_rate` bytes per second.
+pub async fn watchdog<F>(
+    request: F,
+    progress: Progress,
+    window: Duration,
+    min_rate: u64,
+) -> wasmtime::Result<()>
 where
     F: std::future::Future<Output = wasmtime::Result<()>>,
 {
     tokio::pin!(request);
     let mut seen = progress.bytes();
+    let mut grace = true;
+    let least = (min_rate as f64 * window.as_secs_f64()) as u64;
     loop {
         tokio::select! {
             result = &mut request => return result,
-            () = tokio::time::sleep(limit) => {
+            () = tokio::time::sleep(window) => {
                 let now = progress.bytes();
-                if now == seen && !progress.in_store_call() {
-                    wasmtime::bail!("the request moved no data for {limit:?} and was stopped");
+                let moved = now.saturating_sub(seen);
+                seen = seen.max(now);
+                if progress.in_store_call() {
+                    continue;
                 }
-                seen = now;
+                if moved == 0 {
+                    wasmtime::bail!(Stopped::NoProgress(window));
+                }
+                if !std::mem::replace(&mut grace, false) && moved < least {
+                    wasmtime::bail!(Stopped::TooSlow { moved, window });
+                }
             }
         }
     }
 }
+
+/// Why the watchdog stopped a request.
+#[derive(Debug)]
+pub enum Stopped {
+    NoProgress(Duration),
+    TooSlow { moved: u64, window: Duration },
+}
+
+impl Stopped {
+    /// The metric name of the reason.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Stopped::NoProgress(_) => "stalled",
+            Stopped::TooSlow { .. } => "too_slow",
+        }
+    }
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stopped::NoProgress(window) => {
+                write!(f, "the request moved no data for {window:?} and was stopped")
+            }
+            Stopped::TooSlow { moved, window } => write!(
+                f,
+                "the request moved {moved} bytes in {window:?}, below the minimum transfer rate, and was stopped"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 struct Counted<S> {
     inner: S,
@@ -135,5 +240,92 @@ impl OutputStream for Counted<DynOutputStream> {
 impl<S: Pollable + Send> Pollable for Counted<S> {
     async fn ready(&mut self) {
         self.inner.ready().await
+    }
+}
+
+/// A connection's socket, counting the bytes read and written into a
+/// [`ConnectionBytes`].
+pub struct CountedIo<T> {
+    inner: T,
+    bytes: ConnectionBytes,
+}
+
+impl<T: std::os::fd::AsRawFd> CountedIo<T> {
+    pub fn new(inner: T, bytes: ConnectionBytes) -> Self {
+        bytes.0.fd.store(inner.as_raw_fd(), Ordering::Release);
+        CountedIo { inner, bytes }
+    }
+}
+
+impl<T> CountedIo<T> {
+    fn count_read(&self, n: usize) {
+        self.bytes.0.read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn count_written(&self, n: usize) {
+        self.bytes.0.written.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+impl<T> Drop for CountedIo<T> {
+    fn drop(&mut self) {
+        self.bytes.0.fd.store(-1, Ordering::Release);
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountedIo<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.count_read(buf.filled().len() - before);
+        result
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CountedIo<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = result {
+            self.count_written(n);
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let std::task::Poll::Ready(Ok(n)) = result {
+            self.count_written(n);
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use blobcache::config::ServeArgs;
+use blobcache::config::{LogFormat, ServeArgs};
 use blobcache::runtime::Runtime;
 
 #[derive(Parser)]
@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the cache over HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Issue the credentials of clients that cannot send a plain token:
     /// Azure account keys (BuildKit `type=azblob`) and GitHub Actions cache
     /// JWTs (BuildKit `type=gha`). Reads the same BLOBCACHE_TOKENS (or
@@ -69,14 +69,22 @@ struct CredentialConfig {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        Command::Credentials(_) => LogFormat::Text,
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("BLOBCACHE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    match cli.command {
+        Command::Serve(args) => serve(*args).await,
         Command::Credentials(what) => {
             println!("{}", issue(what)?);
             Ok(())
@@ -137,7 +145,7 @@ fn issue(what: Credentials) -> anyhow::Result<String> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    raise_descriptor_limit();
+    let descriptors = raise_descriptor_limit();
     let tokens = args.tokens()?;
     args.checked_secret()?;
     let functions = functions_port()?;
@@ -174,7 +182,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // forwards requests with the public Host, so the check is off there.
     let options = blobcache::server::ServeOptions {
         loopback_hosts_only: listen.ip().is_loopback() && functions.is_none(),
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout_secs.max(1)),
+        // A quarter of the descriptors stay for blob files and store connections.
+        max_connections: args
+            .max_connections
+            .unwrap_or((descriptors / 4 * 3) as usize),
     };
+    tracing::info!(
+        "connections: at most {} open, idle ones closed after {:?}",
+        options.max_connections,
+        options.idle_timeout
+    );
     let status = backend.status();
     // Tests and scripts read this line to learn the port.
     println!(
@@ -188,8 +206,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Raises the soft limit of open descriptors to the hard limit: every
 /// connection and every open blob holds one, and the usual soft limit (1,024)
-/// would stop the server accepting long before memory or CPU run out.
-fn raise_descriptor_limit() {
+/// would stop the server accepting long before memory or CPU run out. Returns
+/// the limit in effect.
+fn raise_descriptor_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -197,7 +216,7 @@ fn raise_descriptor_limit() {
     // SAFETY: plain syscalls on a valid, initialised struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return;
+            return 1024;
         }
         if limit.rlim_cur < limit.rlim_max {
             let raised = libc::rlimit {
@@ -210,11 +229,12 @@ fn raise_descriptor_limit() {
                     limit.rlim_cur,
                     limit.rlim_max
                 );
-                return;
+                return limit.rlim_max;
             }
         }
     }
     tracing::info!("open descriptors: limit {}", limit.rlim_cur);
+    limit.rlim_cur
 }
 
 /// Under Azure Functions (custom handler) the host says which port to serve on.

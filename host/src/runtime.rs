@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
@@ -22,7 +22,10 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::exchange::Exchange;
+pub use crate::limits::ConnectionBytes;
 use crate::limits::{self, Progress};
+use crate::metrics::Metrics;
 use crate::store::SharedBackend;
 
 /// The cache component, built from `component/` by this crate's build script.
@@ -37,6 +40,13 @@ pub struct RuntimeConfig {
     pub guest_timeout: Duration,
     /// Requests served at once; more wait for a slot.
     pub max_concurrent: u32,
+    /// Requests that may wait for a slot; more are answered 503 at once.
+    pub max_queued: u32,
+    /// Longest a request waits for a slot before it is answered 503.
+    pub queue_timeout: Duration,
+    /// Bytes per second a request must move after its first `guest_timeout`
+    /// (0: no minimum).
+    pub min_transfer_rate: u64,
     /// Environment the component sees (its settings, such as `BLOBCACHE_MAX_BLOB_SIZE`).
     pub component_env: Vec<(String, String)>,
     /// Where compiled code is kept between runs; none compiles at every start.
@@ -53,6 +63,9 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("guest_memory", &self.guest_memory)
             .field("guest_timeout", &self.guest_timeout)
             .field("max_concurrent", &self.max_concurrent)
+            .field("max_queued", &self.max_queued)
+            .field("queue_timeout", &self.queue_timeout)
+            .field("min_transfer_rate", &self.min_transfer_rate)
             .field("component_env", &settings)
             .field("compile_cache", &self.compile_cache)
             .field("component_override", &self.component_override)
@@ -66,6 +79,9 @@ impl Default for RuntimeConfig {
             guest_memory: 64 << 20,
             guest_timeout: Duration::from_secs(30),
             max_concurrent: 256,
+            max_queued: 1024,
+            queue_timeout: Duration::from_secs(10),
+            min_transfer_rate: 1024,
             component_env: Vec::new(),
             compile_cache: None,
             component_override: None,
@@ -82,6 +98,21 @@ pub struct RequestState {
     pub(crate) progress: Progress,
     progress_seen: u64,
     limits: StoreLimits,
+    hooks: BodyHooks,
+}
+
+/// Outgoing bodies buffer one chunk of at most this many bytes: with the
+/// store's own read chunk, this bounds what one download holds in memory
+/// however slowly its client reads.
+pub const RESPONSE_CHUNK: usize = 256 << 10;
+
+/// The wasi-http settings that differ from wasmtime's defaults.
+struct BodyHooks;
+
+impl wasmtime_wasi_http::WasiHttpHooks for BodyHooks {
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        RESPONSE_CHUNK
+    }
 }
 
 impl WasiView for RequestState {
@@ -98,7 +129,7 @@ impl WasiHttpView for RequestState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: wasmtime_wasi_http::default_hooks(),
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -114,11 +145,19 @@ struct Inner {
     pre: ProxyPre<RequestState>,
     backend: SharedBackend,
     config: RuntimeConfig,
+    /// One per pooled instance.
     slots: Arc<Semaphore>,
+    /// Requests with a body may hold only these, so uploads (however slow)
+    /// always leave slots to reads and health checks.
+    upload_slots: Arc<Semaphore>,
+    waiting: std::sync::atomic::AtomicU32,
+    metrics: Arc<Metrics>,
 }
 
 impl Runtime {
     pub fn new(backend: SharedBackend, config: RuntimeConfig) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let backend = crate::store::metered::Metered::wrap(backend, metrics.clone());
         let engine = new_engine(&config)?;
         let component = match &config.component_override {
             Some(path) => Component::from_file(&engine, path)
@@ -134,20 +173,30 @@ impl Runtime {
         store::add_to_linker::<_, HasSelf<RequestState>>(&mut linker, |s| s)?;
         let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
         start_epoch_ticker(&engine);
-        let slots = Arc::new(Semaphore::new(config.max_concurrent as usize));
+        let slots = config.max_concurrent.max(1) as usize;
+        let upload_slots = (slots - slots / 8).max(1);
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
                 pre,
                 backend,
                 config,
-                slots,
+                slots: Arc::new(Semaphore::new(slots)),
+                upload_slots: Arc::new(Semaphore::new(upload_slots)),
+                waiting: Default::default(),
+                metrics,
             }),
         })
     }
 
+    /// The store, as the component sees it (measured).
     pub fn backend(&self) -> &SharedBackend {
         &self.inner.backend
+    }
+
+    /// What this runtime has counted; [`Metrics::render`] gives `/metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     /// Serves one HTTP request with a fresh instance of the component.
@@ -159,48 +208,147 @@ impl Runtime {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        match self.run_guest(request).await {
-            Ok(mut response) => {
-                // The component names the protocol that served the request; the
-                // host keeps it for logs and metrics rather than sending it on.
-                if let Some(name) = response.headers_mut().remove(PROTOCOL_HEADER) {
-                    let name = blobcache_component::route::TABLE
-                        .iter()
-                        .map(|p| p.name)
-                        .find(|known| name == *known)
-                        .unwrap_or("unknown");
-                    response.extensions_mut().insert(ServedBy(name));
-                }
+        self.handle_from(request, None).await
+    }
+
+    /// [`Runtime::handle`] for a request from `peer` (named in the access log).
+    pub async fn handle_from<B>(
+        &self,
+        request: hyper::Request<B>,
+        peer: Option<std::net::SocketAddr>,
+    ) -> hyper::Response<HyperOutgoingBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let progress =
+            Progress::on_connection(request.extensions().get::<ConnectionBytes>().cloned());
+        let exchange = Exchange::new(
+            request.method(),
+            peer,
+            self.inner.metrics.clone(),
+            progress.clone(),
+        );
+        let has_body = !hyper::body::Body::is_end_stream(request.body());
+        let (mut response, protocol) = match self.take_slot(has_body).await {
+            None => {
+                self.inner.metrics.error("overloaded");
+                let mut response = text_response(
+                    503,
+                    "the cache is busy: every request slot is taken and the queue is full; retry shortly\n",
+                );
                 response
+                    .headers_mut()
+                    .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+                (response, "host")
             }
-            Err(error) => {
-                tracing::error!("request failed in the cache component: {error:#}");
-                text_response(
-                    500,
-                    "internal error: the cache component failed; see the server log\n",
-                )
+            Some(slot) => {
+                let request = request.map(|body| exchange.count_request(body));
+                match self.run_guest(request, slot, progress).await {
+                    Ok(mut response) => {
+                        // The component names the protocol that served the request;
+                        // the host keeps it for logs and metrics rather than sending it on.
+                        let protocol = match response.headers_mut().remove(PROTOCOL_HEADER) {
+                            Some(name) => blobcache_component::route::TABLE
+                                .iter()
+                                .map(|p| p.name)
+                                .find(|known| name == *known)
+                                .unwrap_or("unknown"),
+                            None => "none",
+                        };
+                        response.extensions_mut().insert(ServedBy(protocol));
+                        (response, protocol)
+                    }
+                    Err(error) => {
+                        // Only a client below the minimum rate is surely the client's
+                        // doing; a request without progress may be a guest spinning.
+                        let too_slow = error
+                            .downcast_ref::<limits::Stopped>()
+                            .filter(|stopped| matches!(stopped, limits::Stopped::TooSlow { .. }));
+                        let response = match too_slow {
+                            Some(stopped) => {
+                                self.inner.metrics.error(stopped.kind());
+                                tracing::info!("request stopped before its answer: {stopped}");
+                                text_response(408, &format!("request timeout: {stopped}\n"))
+                            }
+                            None => {
+                                let kind = error
+                                    .downcast_ref::<limits::Stopped>()
+                                    .map_or("component_failed", limits::Stopped::kind);
+                                self.inner.metrics.error(kind);
+                                tracing::error!("request failed in the cache component: {error:#}");
+                                text_response(
+                                    500,
+                                    "internal error: the cache component failed; see the server log\n",
+                                )
+                            }
+                        };
+                        (response, "none")
+                    }
+                }
             }
+        };
+        exchange.answered(protocol, response.status().as_u16());
+        let body = std::mem::take(response.body_mut());
+        *response.body_mut() = exchange.count_response(body).boxed_unsync();
+        response
+    }
+
+    /// A request slot (and, for a request with a body, an upload slot): at
+    /// once if one is free, else after waiting in the bounded queue; none if
+    /// the queue is full or the wait exceeds the queue timeout.
+    async fn take_slot(&self, has_body: bool) -> Option<Slot> {
+        let inner = &self.inner;
+        let upload = match has_body {
+            true => Some(self.acquire(&inner.upload_slots).await?),
+            false => None,
+        };
+        let request = self.acquire(&inner.slots).await?;
+        Some(Slot {
+            _request: request,
+            _upload: upload,
+        })
+    }
+
+    async fn acquire(&self, semaphore: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        use std::sync::atomic::Ordering;
+        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+            return Some(permit);
         }
+        let inner = &self.inner;
+        if inner.waiting.fetch_add(1, Ordering::Relaxed) >= inner.config.max_queued {
+            inner.waiting.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let _queued = inner.metrics.queued();
+        let permit = tokio::time::timeout(
+            inner.config.queue_timeout,
+            semaphore.clone().acquire_owned(),
+        )
+        .await;
+        inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        permit.ok()?.ok()
     }
 
     async fn run_guest<B>(
         &self,
         request: hyper::Request<B>,
+        slot: Slot,
+        progress: Progress,
     ) -> anyhow::Result<hyper::Response<HyperOutgoingBody>>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let inner = &self.inner;
-        let slot = inner.slots.clone().acquire_owned().await?;
-        let mut store = Store::new(&inner.engine, self.request_state());
+        let mut store = Store::new(&inner.engine, self.request_state(progress.clone()));
         store.limiter(|state| &mut state.limits);
         let ticks = limits::ticks(inner.config.guest_timeout);
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_callback(move |mut context| {
             let state = context.data_mut();
             let now = state.progress.bytes();
-            if now == state.progress_seen {
+            if now <= state.progress_seen {
                 wasmtime::bail!("the request exceeded the guest time limit without moving data");
             }
             state.progress_seen = now;
@@ -224,11 +372,14 @@ impl Runtime {
             .new_incoming_request(Scheme::Http, request)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = inner.pre.clone();
-        let progress = store.data().progress.clone();
         let limit = inner.config.guest_timeout;
+        let min_rate = inner.config.min_transfer_rate;
+        let metrics = inner.metrics.clone();
         // The guest keeps running after it sends the head, to stream the body.
         let task = tokio::spawn(async move {
             let _slot = slot;
+            let _in_flight = metrics.in_flight();
+            let started = std::time::Instant::now();
             // Declared after the slot, so dropped before it: the pooled instance is
             // free again by the time the next request may take the slot.
             let mut store = store;
@@ -239,12 +390,19 @@ impl Runtime {
                     .call_handle(&mut store, request, out)
                     .await
             };
-            limits::watchdog(run, progress, limit).await
+            let result = limits::watchdog(run, progress, limit, min_rate).await;
+            metrics.instance(started.elapsed());
+            result
         });
         match receiver.await {
             Ok(Ok(response)) => {
+                let metrics = inner.metrics.clone();
                 tokio::spawn(async move {
                     if let Ok(Err(error)) = task.await {
+                        let kind = error
+                            .downcast_ref::<limits::Stopped>()
+                            .map_or("component_failed_streaming", |s| s.kind());
+                        metrics.error(kind);
                         tracing::warn!("cache component failed while streaming: {error:#}");
                     }
                 });
@@ -253,13 +411,16 @@ impl Runtime {
             Ok(Err(code)) => anyhow::bail!("the component answered with error {code:?}"),
             Err(_) => match task.await {
                 Ok(Ok(())) => anyhow::bail!("the component returned without answering"),
-                Ok(Err(error)) => Err(anyhow::anyhow!("{error:?}")),
+                Ok(Err(error)) => match error.downcast::<limits::Stopped>() {
+                    Ok(stopped) => Err(stopped.into()),
+                    Err(error) => Err(anyhow::anyhow!("{error:?}")),
+                },
                 Err(join) => Err(join.into()),
             },
         }
     }
 
-    fn request_state(&self) -> RequestState {
+    fn request_state(&self, progress: Progress) -> RequestState {
         let config = &self.inner.config;
         let wasi = WasiCtx::builder()
             .inherit_stderr()
@@ -270,14 +431,21 @@ impl Runtime {
             wasi,
             http: WasiHttpCtx::new(),
             backend: self.inner.backend.clone(),
-            progress: Progress::default(),
+            progress,
             progress_seen: 0,
             limits: StoreLimitsBuilder::new()
                 .memory_size(config.guest_memory)
                 .instances(32)
                 .build(),
+            hooks: BodyHooks,
         }
     }
+}
+
+/// The slots one request holds until its instance exits.
+struct Slot {
+    _request: OwnedSemaphorePermit,
+    _upload: Option<OwnedSemaphorePermit>,
 }
 
 /// The protocol that served a request, as the component named it; an extension

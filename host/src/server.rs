@@ -1,27 +1,72 @@
 //! The HTTP/1.1 server in front of the runtime.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-use crate::runtime::{text_response, Runtime, ServedBy};
+use crate::limits::{ConnectionBytes, CountedIo};
+use crate::runtime::{text_response, Runtime};
 
-/// How long a client may take to send request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of request head (request line and headers) accepted; a longer head
+/// gets 431. Header fields are limited to hyper's default of 100 (more get
+/// 431 too).
+pub const MAX_HEAD_BYTES: usize = 64 << 10;
 
 /// How the server treats requests before they reach the component.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct ServeOptions {
     /// Refuse requests whose `Host` is not a loopback name (`localhost`,
     /// `*.localhost`, `127.0.0.0/8`, `[::1]`): for a server bound to loopback,
     /// where any other name means a web page reached it through DNS rebinding.
     pub loopback_hosts_only: bool,
+    /// How long a connection may go without a complete request head: idle
+    /// keep-alive connections, and clients sending their headers slowly.
+    pub idle_timeout: Duration,
+    /// Connections kept open. From nine tenths of it on, idle connections are
+    /// closed to make room; at the limit, new connections are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            loopback_hosts_only: false,
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 16_384,
+        }
+    }
+}
+
+/// The open connections, and the signal that asks idle ones to close.
+struct Connections {
+    open: AtomicUsize,
+    max: usize,
+    shed: tokio::sync::watch::Sender<()>,
+}
+
+impl Connections {
+    /// Counts a new connection; false if it must be refused.
+    fn admit(&self) -> bool {
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        if open >= self.max - self.max / 10 {
+            // Under pressure: every connection not serving a request closes.
+            self.shed.send_replace(());
+        }
+        if open > self.max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
 }
 
 /// Accepts connections on `listener` until `shutdown` resolves, then lets open
@@ -33,55 +78,91 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Connections {
+        open: AtomicUsize::new(0),
+        max: options.max_connections.max(2),
+        shed: tokio::sync::watch::Sender::new(()),
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Out of descriptors and the like: back off instead of spinning.
+                    // Out of descriptors and the like: make room, back off instead of spinning.
                     tracing::warn!("accept failed: {error}");
+                    runtime.metrics().error("accept_failed");
+                    connections.shed.send_replace(());
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        if !connections.admit() {
+            runtime.metrics().error("connection_refused");
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
-        let runtime = runtime.clone();
-        let service = service_fn(move |request| {
+        // Requests of this connection still running (their response bodies included).
+        let busy = Arc::new(AtomicUsize::new(0));
+        let socket_bytes = ConnectionBytes::default();
+        let service = {
             let runtime = runtime.clone();
-            async move {
-                if let Some(problem) = host_header_problem(&request) {
-                    return Ok(text_response(400, problem));
+            let busy = busy.clone();
+            let socket_bytes = socket_bytes.clone();
+            service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(socket_bytes.clone());
+                let runtime = runtime.clone();
+                let busy = Busy::enter(&busy);
+                async move {
+                    let response = answer(&runtime, request, peer, options).await;
+                    // The connection counts as busy until the body is sent.
+                    Ok::<_, std::convert::Infallible>(response.map(|body| {
+                        body.map_frame(move |frame| {
+                            let _ = &busy;
+                            frame
+                        })
+                        .boxed_unsync()
+                    }))
                 }
-                if options.loopback_hosts_only && !has_loopback_host(&request) {
-                    return Ok(text_response(
-                        403,
-                        "this server listens on loopback and answers only loopback Host names\n",
-                    ));
-                }
-                // Only when debug logging is on: nothing is copied per request otherwise.
-                let logged = tracing::enabled!(tracing::Level::DEBUG)
-                    .then(|| (request.method().clone(), request.uri().path().to_string()));
-                let response = runtime.handle(request).await;
-                if let Some((method, uri)) = logged {
-                    let protocol = response.extensions().get::<ServedBy>().map_or("-", |p| p.0);
-                    let status = response.status().as_u16();
-                    tracing::debug!(%method, uri, status, protocol, "request");
-                }
-                Ok::<_, std::convert::Infallible>(response)
-            }
-        });
+            })
+        };
         let connection = http1::Builder::new()
             .keep_alive(true)
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
+            .header_read_timeout(options.idle_timeout)
+            .max_header_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(CountedIo::new(stream, socket_bytes)), service);
         let connection = graceful.watch(connection);
+        let open = OpenConnection {
+            connections: connections.clone(),
+            _gauge: runtime.metrics().connection(),
+        };
+        let mut shed = connections.shed.subscribe();
+        shed.mark_unchanged();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!("connection from {peer} ended: {error}");
+            let _open = open;
+            tokio::pin!(connection);
+            loop {
+                tokio::select! {
+                    result = &mut connection => {
+                        if let Err(error) = result {
+                            tracing::debug!("connection from {peer} ended: {error}");
+                        }
+                        return;
+                    }
+                    changed = shed.changed() => {
+                        if changed.is_err() {
+                            continue;
+                        }
+                        if busy.load(Ordering::Relaxed) == 0 {
+                            tracing::debug!("closing idle connection from {peer}: too many open");
+                            return;
+                        }
+                    }
+                }
             }
         });
     }
@@ -93,6 +174,75 @@ pub async fn serve(
         tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
     Ok(())
+}
+
+/// What the host answers itself (bad `Host`, `/metrics`), else the component's answer.
+async fn answer(
+    runtime: &Runtime,
+    request: hyper::Request<hyper::body::Incoming>,
+    peer: std::net::SocketAddr,
+    options: ServeOptions,
+) -> hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody> {
+    let refusal = if let Some(problem) = host_header_problem(&request) {
+        Some(text_response(400, problem))
+    } else if options.loopback_hosts_only && !has_loopback_host(&request) {
+        Some(text_response(
+            403,
+            "this server listens on loopback and answers only loopback Host names\n",
+        ))
+    } else {
+        None
+    };
+    if let Some(response) = refusal {
+        let metrics = runtime.metrics();
+        metrics.error("bad_request_head");
+        metrics.request(
+            crate::metrics::RequestLabels {
+                protocol: "host",
+                method: crate::metrics::Method::of(request.method()),
+                status: response.status().as_u16(),
+            },
+            Duration::ZERO,
+        );
+        return response;
+    }
+    if request.uri().path() == "/metrics" && request.method() == hyper::Method::GET {
+        let mut response = text_response(200, &runtime.metrics().render());
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
+        return response;
+    }
+    runtime.handle_from(request, Some(peer)).await
+}
+
+/// One request running on a connection, until dropped.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn enter(count: &Arc<AtomicUsize>) -> Busy {
+        count.fetch_add(1, Ordering::Relaxed);
+        Busy(count.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a connection as open until dropped.
+struct OpenConnection {
+    connections: Arc<Connections>,
+    _gauge: crate::metrics::GaugeGuard,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.connections.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Why the request's `Host` headers break HTTP/1.1 (RFC 9112 §3.2: exactly

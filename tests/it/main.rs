@@ -6,7 +6,8 @@
 //! - [`protocols`]: one file of scenarios per protocol;
 //! - [`access`]: access tokens, and the host's guards;
 //! - [`clients`]: every real client at once on one listener, with tokens;
-//! - [`robustness`], [`large_blobs`]: the native host's limits and streaming;
+//! - [`robustness`], [`large_blobs`], [`abuse`]: the native host's limits and streaming;
+//! - [`operations`]: `/metrics` and the access log;
 //! - [`stores`]: the store contract per operation on every backend, and Azure;
 //! - [`hosts`]: what only one host shows (faults under `wasmtime serve` and Spin, the
 //!   Functions custom handler, the deployment worlds, Spin variables);
@@ -17,10 +18,12 @@ mod support;
 #[macro_use]
 mod targets;
 
+mod abuse;
 mod access;
 mod clients;
 mod hosts;
 mod large_blobs;
+mod operations;
 mod protocols;
 mod robustness;
 mod stores;

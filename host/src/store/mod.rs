@@ -12,6 +12,7 @@ pub mod dir;
 mod host_impl;
 mod key_index;
 pub mod memory;
+pub(crate) mod metered;
 mod sink;
 mod streams;
 

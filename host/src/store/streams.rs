@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use wasmtime_wasi::p2::{InputStream, Pollable, StreamError, StreamResult};
 
 /// Largest chunk handed out per read; bounds memory per transfer.
-pub const READ_CHUNK: usize = 1 << 20;
+pub const READ_CHUNK: usize = 256 << 10;
 
 /// Reads `start..end` of a file with positioned reads.
 ///
