@@ -35,6 +35,43 @@ impl FromStr for StoreSpec {
     }
 }
 
+/// A size in bytes: a number with an optional unit (`KB`, `MB`, `GB`, `TB` in
+/// powers of 1000; `KiB`, `MiB`, `GiB`, `TiB` in powers of 1024).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size such as 200GiB"))?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "m" | "mb" => 1000_u64.pow(2),
+            "g" | "gb" => 1000_u64.pow(3),
+            "t" | "tb" => 1000_u64.pow(4),
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+        };
+        let bytes = number * scale as f64;
+        if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+            return Err(format!("{text:?} is not a usable size"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -68,6 +105,12 @@ pub struct ServeArgs {
     /// Create the Azure container at start if it does not exist.
     #[arg(long, env = "BLOBCACHE_AZURE_CREATE_CONTAINER")]
     pub azure_create_container: bool,
+
+    /// Most bytes the store keeps (`dir` and `memory`), e.g. `200GiB`: the least
+    /// recently used entries are evicted in the background. For Azure, use a
+    /// lifecycle policy and `blobcache gc` (see the README).
+    #[arg(long, env = "BLOBCACHE_MAX_SIZE")]
+    pub max_size: Option<ByteSize>,
 
     /// Largest blob accepted, in bytes; 0 for no limit.
     #[arg(long, env = "BLOBCACHE_MAX_BLOB_SIZE", default_value_t = 0)]
@@ -191,6 +234,7 @@ impl ServeArgs {
             azure_container: self.azure_container.clone(),
             azure_prefix: self.azure_prefix.clone(),
             azure_create_container: self.azure_create_container,
+            max_size: self.max_size.map(|size| size.0),
         }
     }
 
@@ -306,6 +350,8 @@ pub struct StoreConfig {
     pub azure_container: String,
     pub azure_prefix: String,
     pub azure_create_container: bool,
+    /// Most bytes the directory or memory store keeps (LRU eviction).
+    pub max_size: Option<u64>,
 }
 
 impl StoreConfig {
@@ -314,6 +360,7 @@ impl StoreConfig {
         StoreConfig {
             spec,
             fsync: true,
+            max_size: None,
             azure_container: "blobcache".into(),
             azure_prefix: String::new(),
             azure_create_container: false,
@@ -330,6 +377,24 @@ pub fn cache_home() -> PathBuf {
     match base {
         Some(base) => base.join("blobcache"),
         None => PathBuf::from(".blobcache"),
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::ByteSize;
+
+    #[test]
+    fn sizes() {
+        let size = |s: &str| s.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(size("200GiB"), Ok(200 << 30));
+        assert_eq!(size("1.5 GB"), Ok(1_500_000_000));
+        assert_eq!(size("4096"), Ok(4096));
+        assert_eq!(size("10mib"), Ok(10 << 20));
+        assert!(size("").is_err());
+        assert!(size("GiB").is_err());
+        assert!(size("5 parsecs").is_err());
+        assert!(size("0").is_err());
     }
 }
 

@@ -32,12 +32,19 @@ pub use store::SharedBackend;
 /// Opens the store `config` describes.
 pub async fn open_store(config: &StoreConfig) -> anyhow::Result<SharedBackend> {
     Ok(match &config.spec {
-        StoreSpec::Memory => Arc::new(store::memory::MemoryStore::new()),
-        StoreSpec::Dir(path) => {
-            Arc::new(store::dir::DirStore::open(path, config.fsync).map_err(|e| {
-                anyhow::anyhow!("cannot use store directory {}: {e}", path.display())
-            })?)
-        }
+        StoreSpec::Memory => Arc::new(match config.max_size {
+            Some(max) => store::memory::MemoryStore::bounded(max),
+            None => store::memory::MemoryStore::new(),
+        }),
+        StoreSpec::Dir(path) => Arc::new(
+            store::dir::DirStore::open_bounded(path, config.fsync, config.max_size).map_err(
+                |e| anyhow::anyhow!("cannot use store directory {}: {e}", path.display()),
+            )?,
+        ),
+        StoreSpec::Azure if config.max_size.is_some() => anyhow::bail!(
+            "--max-size applies to the dir and memory stores; an Azure container is kept \
+             bounded by a lifecycle policy and `blobcache gc` (see the README)"
+        ),
         StoreSpec::Azure => {
             let azure = config;
             let mut config =

@@ -100,6 +100,7 @@ pub struct Metrics {
     instance_seconds: Histogram,
     started: Instant,
     uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
+    store_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -191,7 +192,15 @@ impl Metrics {
             Unit::Seconds,
             uptime.clone(),
         );
+        let store_bytes = Gauge::default();
+        registry.register_with_unit(
+            "store_size",
+            "Bytes the store holds, where it counts them (dir with --max-size, memory)",
+            Unit::Bytes,
+            store_bytes.clone(),
+        );
         Metrics {
+            store_bytes,
             registry,
             requests,
             request_seconds,
@@ -209,9 +218,11 @@ impl Metrics {
         }
     }
 
-    /// The exposition text, `# EOF` included.
-    pub fn render(&self) -> String {
+    /// The exposition text, `# EOF` included; `store_bytes` is what the store
+    /// holds, if it knows.
+    pub fn render(&self, store_bytes: Option<u64>) -> String {
         self.uptime.set(self.started.elapsed().as_secs_f64());
+        self.store_bytes.set(store_bytes.unwrap_or(0) as i64);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -304,7 +315,7 @@ mod tests {
         metrics.lookup(false);
         metrics.sent(1024);
         metrics.error("store_unavailable");
-        let text = metrics.render();
+        let text = metrics.render(Some(7));
         assert!(
             text.contains(
                 "blobcache_requests_total{protocol=\"bazel\",method=\"GET\",status=\"200\"} 2"

@@ -207,7 +207,8 @@ async fn answer(
         return response;
     }
     if request.uri().path() == "/metrics" && request.method() == hyper::Method::GET {
-        let mut response = text_response(200, &runtime.metrics().render());
+        let store_bytes = runtime.backend().status().total_bytes;
+        let mut response = text_response(200, &runtime.metrics().render(store_bytes));
         response.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),

@@ -14,7 +14,9 @@
 //! description are published together by one rename. Uploads stream into a temp
 //! file that is fsynced and then renamed (or hard-linked, for create-only) into
 //! place, so a reader sees a whole verified blob or none, whatever happens midway.
-//! Listings go through an in-memory index of the keys (see `key_index`).
+//! Listings go through an in-memory index of the keys (see `key_index`). With a
+//! maximum size, least-recently-used blobs are evicted in the background (see
+//! `eviction`).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
+use super::eviction::{self, Budget};
 use super::key_index::KeyIndex;
 use super::sink::SharedSink;
 use super::streams::FileInputStream;
@@ -58,6 +61,8 @@ struct Layout {
     fsync: bool,
     /// Sorted keys, for prefix listings.
     index: KeyIndex,
+    /// The size budget, when the store has a maximum size.
+    budget: Option<Arc<Budget>>,
 }
 
 /// The description stored at the end of every blob file.
@@ -88,6 +93,17 @@ impl DirStore {
     /// Opens (creating if needed) a store rooted at `root` and removes abandoned
     /// uploads. `fsync` makes every publish durable before it is acknowledged.
     pub fn open(root: impl Into<PathBuf>, fsync: bool) -> io::Result<Self> {
+        Self::open_bounded(root, fsync, None)
+    }
+
+    /// [`DirStore::open`] with a maximum size in bytes of its blobs, kept by
+    /// evicting the least recently used (staged blocks and uploads in progress
+    /// are not counted).
+    pub fn open_bounded(
+        root: impl Into<PathBuf>,
+        fsync: bool,
+        max_size: Option<u64>,
+    ) -> io::Result<Self> {
         let root = root.into();
         let layout = Layout {
             blobs: root.join("blobs"),
@@ -96,6 +112,7 @@ impl DirStore {
             root,
             fsync,
             index: KeyIndex::default(),
+            budget: None,
         };
         for dir in [&layout.blobs, &layout.blocks, &layout.tmp] {
             fs::create_dir_all(dir)?;
@@ -108,6 +125,8 @@ impl DirStore {
         if layout.fsync {
             File::open(&layout.blobs)?.sync_all()?;
         }
+        let mut layout = layout;
+        layout.budget = max_size.map(|max| Budget::start(layout.blobs.clone(), max));
         let store = DirStore {
             layout: Arc::new(layout),
         };
@@ -175,6 +194,17 @@ impl DirStore {
         }
     }
 
+    /// [`DirStore::open_blob`] for serving: marks the blob as used, for eviction.
+    fn serve_blob(&self, key: &str) -> Result<(File, Opened)> {
+        let (file, opened) = self.open_blob(key)?;
+        if self.layout.budget.is_some() {
+            if let Ok(metadata) = file.metadata() {
+                eviction::touch_if_stale(&file, &metadata);
+            }
+        }
+        Ok((file, opened))
+    }
+
     fn new_writer(&self, target: Target, options: WriteOptions) -> Result<Box<dyn BlobWriter>> {
         let mut temp = self.temp_file()?;
         let file = temp.file.take().expect("fresh temp file");
@@ -232,6 +262,12 @@ impl DirStore {
     fn place(&self, mut temp: TempFile, path: &Path, mode: WriteMode) -> Result<()> {
         let parent = path.parent().expect("blob paths have a parent");
         fs::create_dir_all(parent)?;
+        let published_size = match &self.layout.budget {
+            Some(_) if path.starts_with(&self.layout.blobs) => {
+                Some(fs::metadata(&temp.path)?.len())
+            }
+            _ => None,
+        };
         match mode {
             WriteMode::Overwrite => {
                 fs::rename(&temp.path, path)?;
@@ -247,6 +283,9 @@ impl DirStore {
         }
         if self.layout.fsync {
             File::open(parent)?.sync_all()?;
+        }
+        if let (Some(budget), Some(size)) = (&self.layout.budget, published_size) {
+            budget.added(size);
         }
         Ok(())
     }
@@ -506,13 +545,13 @@ impl Backend for DirStore {
             kind: "dir".into(),
             location: self.layout.root.display().to_string(),
             blob_count: None,
-            total_bytes: None,
+            total_bytes: self.layout.budget.as_ref().map(|b| b.used()),
         }
     }
 
     async fn head(&self, key: &str) -> Result<BlobInfo> {
         check_key(key)?;
-        Ok(self.open_blob(key)?.1.trailer.info())
+        Ok(self.serve_blob(key)?.1.trailer.info())
     }
 
     async fn open(
@@ -521,7 +560,7 @@ impl Backend for DirStore {
         range: Option<ByteRange>,
     ) -> Result<(BlobInfo, DynInputStream)> {
         check_key(key)?;
-        let (file, opened) = self.open_blob(key)?;
+        let (file, opened) = self.serve_blob(key)?;
         let info = opened.trailer.info();
         let (start, end) = resolve_range(range, info.size)?;
         let stream: DynInputStream = match opened.small_content {

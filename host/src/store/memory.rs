@@ -1,5 +1,6 @@
 //! The memory store: blobs in process memory, gone at exit. For tests, demos and
-//! short-lived CI caches.
+//! short-lived CI caches. With a byte budget, publishing evicts the least
+//! recently used blobs first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -21,11 +22,61 @@ struct Inner {
     /// Ordered so that `list` pages through keys in order.
     blobs: RwLock<BTreeMap<String, (Bytes, BlobInfo)>>,
     blocks: Mutex<HashMap<(String, String), Bytes>>,
+    /// Most bytes of blob content kept; none for no limit.
+    max_size: Option<u64>,
+    /// When each blob was last served or written, in ticks of `clock`.
+    recency: Mutex<HashMap<String, u64>>,
+    clock: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A memory store that keeps at most `max_size` bytes of blob content.
+    pub fn bounded(max_size: u64) -> Self {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                max_size: Some(max_size),
+                ..Inner::default()
+            }),
+        }
+    }
+
+    fn used(&self, key: &str) {
+        if self.inner.max_size.is_some() {
+            let tick = self
+                .inner
+                .clock
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner
+                .recency
+                .lock()
+                .unwrap()
+                .insert(key.to_string(), tick);
+        }
+    }
+
+    /// Evicts least recently used blobs (never `keep`) until the content fits.
+    fn evict(&self, blobs: &mut BTreeMap<String, (Bytes, BlobInfo)>, keep: &str) {
+        let Some(max) = self.inner.max_size else {
+            return;
+        };
+        let mut total: u64 = blobs.values().map(|(data, _)| data.len() as u64).sum();
+        let mut recency = self.inner.recency.lock().unwrap();
+        while total > max {
+            let victim = recency
+                .iter()
+                .filter(|(key, _)| key.as_str() != keep)
+                .min_by_key(|(_, tick)| **tick)
+                .map(|(key, _)| key.clone());
+            let Some(victim) = victim else { break };
+            recency.remove(&victim);
+            if let Some((data, _)) = blobs.remove(&victim) {
+                total -= data.len() as u64;
+            }
+        }
     }
 
     fn publish(
@@ -54,7 +105,18 @@ impl MemoryStore {
                 return Err(Error::PreconditionFailed);
             }
         }
+        if self
+            .inner
+            .max_size
+            .is_some_and(|max| content.len() as u64 > max)
+        {
+            return Err(Error::Full(
+                "the blob is larger than the memory store's budget".into(),
+            ));
+        }
         blobs.insert(key.to_string(), (Bytes::from(content), info.clone()));
+        self.used(key);
+        self.evict(&mut blobs, key);
         Ok(info)
     }
 }
@@ -73,11 +135,16 @@ impl Backend for MemoryStore {
 
     async fn head(&self, key: &str) -> Result<BlobInfo> {
         check_key(key)?;
-        let blobs = self.inner.blobs.read().unwrap();
-        blobs
+        let info = self
+            .inner
+            .blobs
+            .read()
+            .unwrap()
             .get(key)
             .map(|(_, info)| info.clone())
-            .ok_or(Error::NotFound)
+            .ok_or(Error::NotFound)?;
+        self.used(key);
+        Ok(info)
     }
 
     async fn open(
@@ -94,6 +161,7 @@ impl Backend for MemoryStore {
             .get(key)
             .cloned()
             .ok_or(Error::NotFound)?;
+        self.used(key);
         let (start, end) = resolve_range(range, info.size)?;
         let slice = data.slice(start as usize..end as usize);
         Ok((info, Box::new(BytesInputStream::new(slice))))
@@ -184,7 +252,9 @@ impl Backend for MemoryStore {
             .unwrap()
             .remove(key)
             .map(|_| ())
-            .ok_or(Error::NotFound)
+            .ok_or(Error::NotFound)?;
+        self.inner.recency.lock().unwrap().remove(key);
+        Ok(())
     }
 
     async fn list(&self, prefix: &str, cursor: Option<String>, limit: u32) -> Result<ListPage> {

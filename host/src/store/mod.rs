@@ -9,6 +9,7 @@
 
 pub mod azure;
 pub mod dir;
+mod eviction;
 mod host_impl;
 mod key_index;
 pub mod memory;

@@ -769,6 +769,19 @@ pub struct Incoming<'a> {
     buffered: Option<Vec<u8>>,
 }
 
+/// Reads the body as it arrives, up to its length.
+impl Read for Incoming<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let want = buffer.len().min(self.remaining as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.reader.read(&mut buffer[..want])?;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
 impl Incoming<'_> {
     pub fn collect(self) -> Response {
         if let Some(body) = self.buffered {
