@@ -180,6 +180,9 @@ pub struct ListedBlob {
     /// `CopyStatus`, for the destination of a Copy Blob: `pending`, `success`,
     /// `aborted` or `failed`.
     pub copy_status: Option<String>,
+    /// `LastAccessTime` (Unix seconds), listed when the account tracks last
+    /// access (Azure updates it at most once a day per blob).
+    pub last_access: Option<u64>,
 }
 
 /// A page of List Blobs.
@@ -249,11 +252,10 @@ pub fn list_page(xml: &[u8]) -> Result<ListPage, AzureError> {
                             .map_err(|_| malformed(format!("bad Content-Length {text:?}")))?
                     }
                     [.., "Properties", "Last-Modified"] => {
-                        blob.last_modified = httpdate::parse_http_date(&text)
-                            .ok()
-                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                            .map(|d| d.as_secs())
-                            .unwrap_or(0)
+                        blob.last_modified = unix_of_http_date(&text).unwrap_or(0)
+                    }
+                    [.., "Properties", "LastAccessTime"] => {
+                        blob.last_access = unix_of_http_date(&text)
                     }
                     [.., "Properties", "Etag"] => blob.etag = text,
                     [.., "Properties", "Content-Type"] => blob.content_type = Some(text),
@@ -274,6 +276,14 @@ pub fn list_page(xml: &[u8]) -> Result<ListPage, AzureError> {
         return Err(malformed("listing XML ended early".into()));
     }
     Ok(page)
+}
+
+fn unix_of_http_date(text: &str) -> Option<u64> {
+    httpdate::parse_http_date(text)
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 /// One block of a Get Block List answer.
@@ -468,7 +478,7 @@ mod tests {
 <EnumerationResults ServiceEndpoint="http://127.0.0.1:10000/devstoreaccount1" ContainerName="cache">
   <Prefix>bazel/</Prefix><MaxResults>2</MaxResults>
   <Blobs>
-    <Blob><Name>bazel/ac/1</Name><Properties><Last-Modified>Thu, 26 Nov 2026 12:00:00 GMT</Last-Modified><Etag>0x1</Etag><Content-Length>5</Content-Length></Properties><Metadata><Sha256>ab</Sha256></Metadata></Blob>
+    <Blob><Name>bazel/ac/1</Name><Properties><Last-Modified>Thu, 26 Nov 2026 12:00:00 GMT</Last-Modified><LastAccessTime>Fri, 27 Nov 2026 08:00:00 GMT</LastAccessTime><Etag>0x1</Etag><Content-Length>5</Content-Length></Properties><Metadata><Sha256>ab</Sha256></Metadata></Blob>
     <Blob><Name Encoded="true">bazel/a%20b</Name><Properties><Content-Length>0</Content-Length></Properties></Blob>
   </Blobs>
   <NextMarker>2!abc</NextMarker>
@@ -482,6 +492,11 @@ mod tests {
             vec![("sha256".to_string(), "ab".to_string())]
         );
         assert_eq!(page.blobs[1].name, "bazel/a b");
+        assert_eq!(
+            page.blobs[0].last_access,
+            Some(page.blobs[0].last_modified + 20 * 3600)
+        );
+        assert_eq!(page.blobs[1].last_access, None);
         assert_eq!(page.next_marker.as_deref(), Some("2!abc"));
         let last =
             list_page(b"<EnumerationResults><Blobs/><NextMarker/></EnumerationResults>").unwrap();

@@ -17,6 +17,7 @@
 mod bindings;
 pub mod config;
 mod exchange;
+pub mod gc;
 mod limits;
 pub mod metrics;
 pub mod runtime;

@@ -21,12 +21,39 @@ struct Cli {
 enum Command {
     /// Serve the cache over HTTP.
     Serve(Box<ServeArgs>),
+    /// Remove entries nobody used for a while, and what uploads that never
+    /// finished left behind, from a directory store or an Azure container
+    /// (`--dry-run` reports only). Prints a summary.
+    Gc(GcArgs),
     /// Issue the credentials of clients that cannot send a plain token:
     /// Azure account keys (BuildKit `type=azblob`) and GitHub Actions cache
     /// JWTs (BuildKit `type=gha`). Reads the same BLOBCACHE_TOKENS (or
     /// `--tokens-file`) and BLOBCACHE_SECRET as the server.
     #[command(subcommand)]
     Credentials(Credentials),
+}
+
+#[derive(clap::Args)]
+struct GcArgs {
+    /// The store: `dir:PATH` or `azure` (credentials from the environment, as
+    /// for `serve`). Default: the directory `serve` uses by default.
+    #[arg(long, env = "BLOBCACHE_STORE")]
+    store: Option<blobcache::StoreSpec>,
+    /// Azure container, as for `serve`.
+    #[arg(long, env = "BLOBCACHE_AZURE_CONTAINER", default_value = "blobcache")]
+    azure_container: String,
+    /// Azure blob name prefix, as for `serve`.
+    #[arg(long, env = "BLOBCACHE_AZURE_PREFIX", default_value = "")]
+    azure_prefix: String,
+    /// Remove entries not read or written for this long: `30d`, `12h`.
+    #[arg(long, value_parser = blobcache::gc::parse_age)]
+    unused_for: std::time::Duration,
+    /// Remove leftovers of unfinished uploads older than this.
+    #[arg(long, value_parser = blobcache::gc::parse_age, default_value = "1d")]
+    leftovers_after: std::time::Duration,
+    /// Report what would be removed, and remove nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -72,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let format = match &cli.command {
         Command::Serve(args) => args.log_format,
-        Command::Credentials(_) => LogFormat::Text,
+        Command::Credentials(_) | Command::Gc(_) => LogFormat::Text,
     };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
@@ -85,11 +112,46 @@ async fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve(args) => serve(*args).await,
+        Command::Gc(args) => gc(args).await,
         Command::Credentials(what) => {
             println!("{}", issue(what)?);
             Ok(())
         }
     }
+}
+
+async fn gc(args: GcArgs) -> anyhow::Result<()> {
+    use blobcache::gc::{self, GcOptions};
+    let options = GcOptions {
+        unused_for: args.unused_for,
+        leftovers_after: args.leftovers_after,
+        dry_run: args.dry_run,
+    };
+    let store = args.store.unwrap_or_else(|| {
+        blobcache::StoreSpec::Dir(blobcache::config::cache_home().join("store"))
+    });
+    let summary = match &store {
+        blobcache::StoreSpec::Dir(root) => gc::collect_dir(root, &options)
+            .map_err(|e| anyhow::anyhow!("cannot collect {}: {e}", root.display()))?,
+        blobcache::StoreSpec::Azure => {
+            let config = blobcache::store::azure::AzureConfig::from_env(
+                &args.azure_container,
+                &args.azure_prefix,
+            )?;
+            let azure = blobcache::store::azure::AzureStore::connect(config).await?;
+            gc::collect_azure(&azure, &options).await?
+        }
+        blobcache::StoreSpec::Memory => {
+            anyhow::bail!("a memory store lives in its server's process only")
+        }
+    };
+    let mode = if args.dry_run {
+        "dry run, nothing removed"
+    } else {
+        "done"
+    };
+    println!("blobcache gc ({mode}): {summary}");
+    Ok(())
 }
 
 fn issue(what: Credentials) -> anyhow::Result<String> {

@@ -45,8 +45,8 @@ const MAX_TRAILER: u32 = 1 << 20;
 const WRITE_BUFFER: usize = 1 << 20;
 /// Start writeback every this many bytes, so the final fsync has little left to do.
 const WRITEBACK_EVERY: u64 = 8 << 20;
-/// Temp files and staged blocks older than this are abandoned uploads.
-const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Staged blocks untouched this long are abandoned uploads, removed at start.
+pub const STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Clone)]
 pub struct DirStore {
@@ -194,14 +194,11 @@ impl DirStore {
         }
     }
 
-    /// [`DirStore::open_blob`] for serving: marks the blob as used, for eviction.
+    /// [`DirStore::open_blob`] for serving: marks the blob as used, for
+    /// eviction and `blobcache gc`.
     fn serve_blob(&self, key: &str) -> Result<(File, Opened)> {
         let (file, opened) = self.open_blob(key)?;
-        if self.layout.budget.is_some() {
-            if let Ok(metadata) = file.metadata() {
-                eviction::touch_if_stale(&file, &metadata);
-            }
-        }
+        eviction::touch_if_stale(&file, &opened.metadata);
         Ok((file, opened))
     }
 
@@ -490,6 +487,7 @@ const TAIL_READ: u64 = 16 << 10;
 struct Opened {
     trailer: Trailer,
     small_content: Option<bytes::Bytes>,
+    metadata: fs::Metadata,
 }
 
 /// Reads a blob file's trailer (one positioned read for most files); none if the
@@ -499,7 +497,8 @@ fn read_trailer(file: &File) -> io::Result<Option<Trailer>> {
 }
 
 fn read_tail(file: &File) -> io::Result<Option<Opened>> {
-    let length = file.metadata()?.len();
+    let metadata = file.metadata()?;
+    let length = metadata.len();
     if length < 12 {
         return Ok(None);
     }
@@ -535,6 +534,7 @@ fn read_tail(file: &File) -> io::Result<Option<Opened>> {
     Ok(Some(Opened {
         trailer,
         small_content,
+        metadata,
     }))
 }
 

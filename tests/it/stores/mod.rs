@@ -5,3 +5,4 @@
 mod azure;
 mod bounded;
 mod contract;
+mod gc;

@@ -139,6 +139,37 @@ impl AzureStore {
         format!("{}{key}", self.inner.prefix)
     }
 
+    /// The prefix every blob name of this store starts with.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// A page of every blob under the store's prefix, staging blobs included,
+    /// as Azure lists them (for `blobcache gc`).
+    pub async fn list_raw(
+        &self,
+        marker: Option<String>,
+    ) -> Result<blobcache_azure::response::ListPage> {
+        let prefix = self.inner.prefix.clone();
+        let (answer, _) = self
+            .answer(|now| {
+                self.inner
+                    .container
+                    .list_blobs(&prefix, marker.as_deref(), 5000, false, now)
+            })
+            .await;
+        let answer = answer.map_err(|e| Error::Unavailable(e.to_string()))?;
+        blobcache_azure::response::list_page(&answer.body).map_err(|e| Error::Other(e.to_string()))
+    }
+
+    /// Deletes the blob `name` (a full blob name, as [`AzureStore::list_raw`] gives).
+    pub async fn delete_raw(&self, name: &str) -> Result<()> {
+        let (answer, maybe_applied) = self
+            .answer(|now| self.inner.container.delete_blob(name, now))
+            .await;
+        azure_store::deleted(answer.map(|_| ()), maybe_applied).map_err(Error::from)
+    }
+
     fn staging_name(&self, key: &str) -> String {
         layout::staging_blob(&self.inner.prefix, key)
     }
