@@ -18,6 +18,8 @@ pub enum StoreSpec {
     Memory,
     /// Azure Blob Storage; credentials from the environment.
     Azure,
+    /// A local directory in front of Azure Blob Storage (the edge tier).
+    Edge(PathBuf),
 }
 
 impl FromStr for StoreSpec {
@@ -28,8 +30,9 @@ impl FromStr for StoreSpec {
             _ if s == "memory" => Ok(StoreSpec::Memory),
             _ if s == "azure" => Ok(StoreSpec::Azure),
             Some(("dir", path)) if !path.is_empty() => Ok(StoreSpec::Dir(PathBuf::from(path))),
+            Some(("edge", path)) if !path.is_empty() => Ok(StoreSpec::Edge(PathBuf::from(path))),
             _ => Err(format!(
-                "unknown store {s:?}: expected `dir:PATH` or `memory`"
+                "unknown store {s:?}: expected `dir:PATH`, `memory`, `azure` or `edge:PATH`"
             )),
         }
     }
@@ -86,7 +89,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BLOBCACHE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Store: `dir:PATH`, `memory` or `azure`. Default: `dir:` under the user's cache
+    /// Store: `dir:PATH`, `memory`, `azure`, or `edge:PATH` (a local directory,
+    /// bounded by `--max-size`, in front of Azure). Default: `dir:` under the user's cache
     /// directory (`$XDG_CACHE_HOME/blobcache/store`, else `~/.cache/blobcache/store`).
     /// `azure` reads AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with
     /// AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN (and optionally
@@ -271,7 +275,7 @@ impl ServeArgs {
         }
         let endpoint_container = match (&self.azure_endpoint_container, self.store_spec()) {
             (Some(container), _) => Some(container.clone()),
-            (None, StoreSpec::Azure) => Some(self.azure_container.clone()),
+            (None, StoreSpec::Azure | StoreSpec::Edge(_)) => Some(self.azure_container.clone()),
             (None, _) => None,
         };
         if let Some(container) = endpoint_container {

@@ -46,12 +46,23 @@ pub async fn open_store(config: &StoreConfig) -> anyhow::Result<SharedBackend> {
             "--max-size applies to the dir and memory stores; an Azure container is kept \
              bounded by a lifecycle policy and `blobcache gc` (see the README)"
         ),
-        StoreSpec::Azure => {
-            let azure = config;
-            let mut config =
-                store::azure::AzureConfig::from_env(&azure.azure_container, &azure.azure_prefix)?;
-            config.create_container = azure.azure_create_container;
-            Arc::new(store::azure::AzureStore::connect(config).await?)
+        StoreSpec::Azure => Arc::new(open_azure(config).await?),
+        StoreSpec::Edge(path) => {
+            let local = store::dir::DirStore::open_bounded(path, config.fsync, config.max_size)
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot use edge directory {}: {e}", path.display())
+                })?;
+            Arc::new(store::edge::EdgeStore::new(
+                Arc::new(local),
+                Arc::new(open_azure(config).await?),
+            ))
         }
     })
+}
+
+async fn open_azure(config: &StoreConfig) -> anyhow::Result<store::azure::AzureStore> {
+    let mut azure =
+        store::azure::AzureConfig::from_env(&config.azure_container, &config.azure_prefix)?;
+    azure.create_container = config.azure_create_container;
+    store::azure::AzureStore::connect(azure).await
 }

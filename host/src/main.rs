@@ -144,6 +144,9 @@ async fn gc(args: GcArgs) -> anyhow::Result<()> {
         blobcache::StoreSpec::Memory => {
             anyhow::bail!("a memory store lives in its server's process only")
         }
+        blobcache::StoreSpec::Edge(_) => anyhow::bail!(
+            "an edge directory is bounded by --max-size; collect its Azure store with --store azure"
+        ),
     };
     let mode = if args.dry_run {
         "dry run, nothing removed"

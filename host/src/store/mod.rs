@@ -9,6 +9,7 @@
 
 pub mod azure;
 pub mod dir;
+pub mod edge;
 mod eviction;
 mod host_impl;
 mod key_index;

@@ -5,4 +5,5 @@
 mod azure;
 mod bounded;
 mod contract;
+mod edge;
 mod gc;
