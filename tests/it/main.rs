@@ -7,7 +7,7 @@
 //! - [`access`]: access tokens, and the host's guards;
 //! - [`clients`]: every real client at once on one listener, with tokens;
 //! - [`robustness`], [`large_blobs`], [`abuse`]: the native host's limits and streaming;
-//! - [`operations`]: `/metrics` and the access log;
+//! - [`operations`]: `/metrics` and the access log; [`load`]: load with faults;
 //! - [`stores`]: the store contract per operation on every backend, and Azure;
 //! - [`hosts`]: what only one host shows (faults under `wasmtime serve` and Spin, the
 //!   Functions custom handler, the deployment worlds, Spin variables);
@@ -23,6 +23,7 @@ mod access;
 mod clients;
 mod hosts;
 mod large_blobs;
+mod load;
 mod operations;
 mod protocols;
 mod robustness;
