@@ -94,7 +94,7 @@ fn exchange(addr: &str, method: &str, path: &str, body: Body) -> Result<(u16, Ve
 }
 
 fn client(addr: &str, id: u64, until: Instant, written: &Written, tally: &Tally) {
-    let mut dice = Dice(0x9E37_79B9_7F4A_7C15 ^ (id + 1) * 0x1000_0001);
+    let mut dice = Dice(0x9E37_79B9_7F4A_7C15 ^ ((id + 1) * 0x1000_0001));
     let mut counter = 0u64;
     while Instant::now() < until {
         counter += 1;
@@ -154,7 +154,7 @@ fn client(addr: &str, id: u64, until: Instant, written: &Written, tally: &Tally)
                 }
             }
         } else {
-            let content = noise(id << 32 | counter, upload_size(&mut dice));
+            let content = noise((id << 32) | counter, upload_size(&mut dice));
             let hash = sha256_hex(&content);
             let path = match dice.next() % 3 {
                 0 => format!("/cas/{hash}"),
