@@ -266,7 +266,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         status.kind,
         status.location
     );
+    return_freed_memory();
     blobcache::server::serve(listener, runtime, options, shutdown_signal()).await
+}
+
+/// Every ten seconds, hands memory that transfers freed back to the kernel.
+/// glibc keeps freed buffers in per-thread arenas: after a burst of slow
+/// downloads most of their buffers would otherwise stay resident for good.
+fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            every.tick().await;
+            // SAFETY: malloc_trim only walks the allocator's own free lists.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    });
 }
 
 /// Raises the soft limit of open descriptors to the hard limit: every
