@@ -87,13 +87,7 @@ impl Exchange {
     where
         B: hyper::body::Body<Data = Bytes>,
     {
-        let exchange = self.clone();
-        body.map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                exchange.received(data.len());
-            }
-            frame
-        })
+        self.counted(body, Exchange::received)
     }
 
     /// `body`, counting each data frame as sent.
@@ -104,10 +98,21 @@ impl Exchange {
     where
         B: hyper::body::Body<Data = Bytes>,
     {
+        self.counted(body, Exchange::sent)
+    }
+
+    fn counted<B>(
+        self: &Arc<Self>,
+        body: B,
+        count: fn(&Exchange, usize),
+    ) -> impl hyper::body::Body<Data = Bytes, Error = B::Error>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+    {
         let exchange = self.clone();
         body.map_frame(move |frame| {
             if let Some(data) = frame.data_ref() {
-                exchange.sent(data.len());
+                count(&exchange, data.len());
             }
             frame
         })

@@ -132,39 +132,9 @@ fn trickling_uploads_are_cut_off_by_the_minimum_rate() {
 /// instead of waiting for their idle timeout.
 #[test]
 fn idle_connections_are_shed_when_descriptors_run_short() {
-    use std::io::BufRead;
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_blobcache"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(format!("dir:{}", dir.path().join("store").display()))
-        .arg("--compile-cache")
-        .arg(support::compile_cache())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 160,
-                rlim_max: 160,
-            };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
+    let (mut child, addr) =
+        support::serve_with_descriptor_limit(&dir.path().join("store"), 160, 160);
     let idle: Vec<TcpStream> = (0..300)
         .filter_map(|_| TcpStream::connect(&addr).ok())
         .collect();

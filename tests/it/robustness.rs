@@ -180,36 +180,9 @@ fn host_headers_as_http_wants_them() {
 /// The server raises its soft descriptor limit to the hard one at start.
 #[test]
 fn the_descriptor_limit_is_raised_at_start() {
-    use std::io::BufRead;
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_blobcache"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(format!("dir:{}", dir.path().join("store").display()))
-        .arg("--compile-cache")
-        .arg(support::compile_cache())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            let mut limit = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-            limit.rlim_cur = 256.min(limit.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening"), "{line}");
+    let (mut child, _) =
+        support::serve_with_descriptor_limit(&dir.path().join("store"), 256, u64::MAX);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let _ = child.kill();
     let _ = child.wait();

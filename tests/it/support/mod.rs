@@ -345,6 +345,47 @@ pub fn start_failure_listening(listen: &str, args: &[&str], env: &[(&str, &str)]
 }
 
 /// A free local port (for peers that cannot pick their own).
+/// `blobcache serve` on a fresh directory store, started with the open
+/// descriptor limits `soft` and `hard` (hard capped at the current one); the
+/// process and its address. Its log is discarded.
+pub fn serve_with_descriptor_limit(store: &Path, soft: u64, hard: u64) -> (Child, String) {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_blobcache"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(format!("dir:{}", store.display()))
+        .arg("--compile-cache")
+        .arg(compile_cache())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            limit.rlim_max = hard.min(limit.rlim_max);
+            limit.rlim_cur = soft.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("blobcache did not start: {line:?}"))
+        .to_string();
+    (child, addr)
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
