@@ -5,14 +5,21 @@
 //! ```sh
 //! cargo run --release --example edge_proxy -- 127.0.0.1:8081 127.0.0.1:9000 /var/cache/blobcache
 //! # then: bazel build --remote_cache=http://127.0.0.1:8081/cache ...
+//!
+//! # Near the builders, with the shared cache in Azure: a bounded local
+//! # directory in front of the container (the edge tier).
+//! AZURE_STORAGE_CONNECTION_STRING=... BLOBCACHE_MAX_SIZE=200GiB \
+//!   cargo run --release --example edge_proxy -- 127.0.0.1:8081 127.0.0.1:9000 edge:/var/cache/blobcache
 //! ```
+//!
+//! The store argument is a directory, or any `--store` of `blobcache serve`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
+use blobcache::config::ByteSize;
 use blobcache::runtime::{Runtime, RuntimeConfig};
-use blobcache::store::dir::DirStore;
+use blobcache::{StoreConfig, StoreSpec};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
@@ -33,12 +40,24 @@ type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: edge_proxy LISTEN_ADDR ORIGIN_ADDR STORE_DIR";
+    let usage =
+        "usage: edge_proxy LISTEN_ADDR ORIGIN_ADDR STORE (a directory, dir:PATH or edge:PATH)";
     let listen: SocketAddr = args.next().ok_or_else(|| anyhow::anyhow!(usage))?.parse()?;
     let origin: SocketAddr = args.next().ok_or_else(|| anyhow::anyhow!(usage))?.parse()?;
-    let store_dir = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
+    let store = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
+    let spec = match store.parse::<StoreSpec>() {
+        Ok(spec) => spec,
+        Err(_) => StoreSpec::Dir(store.into()),
+    };
+    let mut config = StoreConfig::new(spec);
+    config.azure_container =
+        std::env::var("BLOBCACHE_AZURE_CONTAINER").unwrap_or_else(|_| "blobcache".into());
+    config.max_size = match std::env::var("BLOBCACHE_MAX_SIZE") {
+        Ok(size) => Some(size.parse::<ByteSize>().map_err(anyhow::Error::msg)?.0),
+        Err(_) => None,
+    };
     let runtime = Runtime::new(
-        Arc::new(DirStore::open(store_dir, true)?),
+        blobcache::open_store(&config).await?,
         RuntimeConfig::default(),
     )?;
     let listener = TcpListener::bind(listen).await?;
@@ -121,7 +140,9 @@ async fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blobcache::store::dir::DirStore;
     use std::io::{Read, Write};
+    use std::sync::Arc;
 
     /// An origin that answers every request with its method and path.
     fn start_origin() -> SocketAddr {
