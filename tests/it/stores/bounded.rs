@@ -159,3 +159,17 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn sizes_are_checked_and_azure_is_bounded_otherwise() {
+    let error = crate::support::start_failure(&["--max-size", "lots"], &[]);
+    assert!(error.contains("not a size such as 200GiB"), "{error}");
+    let error = crate::support::start_failure(
+        &["--store", "azure", "--max-size", "1GiB"],
+        &[("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")],
+    );
+    assert!(
+        error.contains("lifecycle policy") && error.contains("blobcache gc"),
+        "{error}"
+    );
+}
