@@ -105,7 +105,10 @@ pub fn collect_dir(root: &Path, options: &GcOptions) -> std::io::Result<Summary>
     let now = unix(SystemTime::now());
     let mut summary = Summary::default();
     for shard in fs::read_dir(root.join("blobs"))?.flatten() {
-        for file in fs::read_dir(shard.path())?.flatten() {
+        let Ok(files) = fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
             let Ok(metadata) = file.metadata() else {
                 continue;
             };

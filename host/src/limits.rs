@@ -37,7 +37,11 @@ pub struct Progress(Arc<Counters>);
 #[derive(Default)]
 struct Counters {
     bytes: AtomicU64,
+    /// Body bytes the client sent or took (counted in frames).
+    client: AtomicU64,
     store_calls: AtomicU64,
+    /// Set while waiting on the store; the watchdog reads and clears it.
+    store_waited: std::sync::atomic::AtomicBool,
     /// What the request's connection moved on its socket, when the server
     /// counts it: finer-grained than body frames, so a client reading a
     /// download slowly but steadily shows progress between frames.
@@ -101,6 +105,17 @@ impl Progress {
     /// Body bytes the client sent or took.
     pub fn add_client(&self, n: usize) {
         self.add(n);
+        self.0.client.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// What the client has moved: on its socket where the server counts it,
+    /// else in body frames. The minimum rate applies to this alone, each byte
+    /// counted once.
+    pub fn client_bytes(&self) -> u64 {
+        match &self.0.connection {
+            Some(connection) => connection.moved(),
+            None => self.0.client.load(Ordering::Relaxed),
+        }
     }
 
     /// Marks a store call as running until the guard drops.
@@ -111,6 +126,17 @@ impl Progress {
 
     fn in_store_call(&self) -> bool {
         self.0.store_calls.load(Ordering::Relaxed) > 0
+    }
+
+    fn mark_store_wait(&self) {
+        self.0.store_waited.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the request waited on the store during the window now ending
+    /// (or is waiting now); clears the mark.
+    fn take_store_wait(&self) -> bool {
+        let waited = self.0.store_waited.swap(false, Ordering::Relaxed);
+        waited || self.in_store_call()
     }
 
     pub fn wrap_input(&self, inner: DynInputStream) -> DynInputStream {
@@ -132,6 +158,7 @@ pub struct StoreCall(Progress);
 
 impl Drop for StoreCall {
     fn drop(&mut self) {
+        self.0.mark_store_wait();
         self.0 .0.store_calls.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -150,6 +177,7 @@ where
 {
     tokio::pin!(request);
     let mut seen = progress.bytes();
+    let mut client_seen = progress.client_bytes();
     let mut grace = true;
     let least = (min_rate as f64 * window.as_secs_f64()) as u64;
     loop {
@@ -159,14 +187,19 @@ where
                 let now = progress.bytes();
                 let moved = now.saturating_sub(seen);
                 seen = seen.max(now);
-                if progress.in_store_call() {
+                let client = progress.client_bytes();
+                let client_moved = client.saturating_sub(client_seen);
+                client_seen = client_seen.max(client);
+                // Waiting on the store (a call, or a store stream that is not
+                // ready) is not held against the request.
+                if progress.take_store_wait() {
                     continue;
                 }
                 if moved == 0 {
                     wasmtime::bail!(Stopped::NoProgress(window));
                 }
-                if !std::mem::replace(&mut grace, false) && moved < least {
-                    wasmtime::bail!(Stopped::TooSlow { moved, window });
+                if !std::mem::replace(&mut grace, false) && client_moved < least {
+                    wasmtime::bail!(Stopped::TooSlow { moved: client_moved, window });
                 }
             }
         }
@@ -206,6 +239,33 @@ impl std::fmt::Display for Stopped {
 
 impl std::error::Error for Stopped {}
 
+/// A wait on a store stream: counted as a store call while it lasts (also if
+/// its future is dropped), and marked afterwards only if it was a real wait (a
+/// local file is always ready).
+struct StreamWait<'a> {
+    progress: &'a Progress,
+    started: std::time::Instant,
+}
+
+impl<'a> StreamWait<'a> {
+    fn new(progress: &'a Progress) -> Self {
+        progress.0.store_calls.fetch_add(1, Ordering::Relaxed);
+        StreamWait {
+            progress,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for StreamWait<'_> {
+    fn drop(&mut self) {
+        self.progress.0.store_calls.fetch_sub(1, Ordering::Relaxed);
+        if self.started.elapsed() > std::time::Duration::from_millis(20) {
+            self.progress.mark_store_wait();
+        }
+    }
+}
+
 struct Counted<S> {
     inner: S,
     progress: Progress,
@@ -236,10 +296,13 @@ impl OutputStream for Counted<DynOutputStream> {
     }
 }
 
+/// Waiting for a store stream (an Azure upload or download that is slow) is
+/// waiting on the store, as a store call is.
 #[async_trait::async_trait]
 impl<S: Pollable + Send> Pollable for Counted<S> {
     async fn ready(&mut self) {
-        self.inner.ready().await
+        let _waiting = StreamWait::new(&self.progress);
+        self.inner.ready().await;
     }
 }
 

@@ -275,16 +275,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// downloads most of their buffers would otherwise stay resident for good.
 fn return_freed_memory() {
     #[cfg(target_env = "gnu")]
-    tokio::spawn(async {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
-        loop {
-            every.tick().await;
+    std::thread::Builder::new()
+        .name("blobcache-trim".into())
+        .spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_secs(10));
             // SAFETY: malloc_trim only walks the allocator's own free lists.
             unsafe {
                 libc::malloc_trim(0);
             }
-        }
-    });
+        })
+        .expect("spawning the trim thread");
 }
 
 /// Raises the soft limit of open descriptors to the hard limit: every

@@ -174,7 +174,9 @@ impl Runtime {
         let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
         start_epoch_ticker(&engine);
         let slots = config.max_concurrent.max(1) as usize;
-        let upload_slots = (slots - slots / 8).max(1);
+        // An eighth (at least one, when there are two) is kept for reads.
+        let reserved = (slots / 8).max(1).min(slots - 1);
+        let upload_slots = slots - reserved;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
@@ -299,34 +301,33 @@ impl Runtime {
     /// the queue is full or the wait exceeds the queue timeout.
     async fn take_slot(&self, has_body: bool) -> Option<Slot> {
         let inner = &self.inner;
+        // One deadline for both waits: an upload waits no longer than a read.
+        let deadline = tokio::time::Instant::now() + inner.config.queue_timeout;
         let upload = match has_body {
-            true => Some(self.acquire(&inner.upload_slots).await?),
+            true => Some(self.acquire(&inner.upload_slots, deadline).await?),
             false => None,
         };
-        let request = self.acquire(&inner.slots).await?;
+        let request = self.acquire(&inner.slots, deadline).await?;
         Some(Slot {
             _request: request,
             _upload: upload,
         })
     }
 
-    async fn acquire(&self, semaphore: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
-        use std::sync::atomic::Ordering;
+    async fn acquire(
+        &self,
+        semaphore: &Arc<Semaphore>,
+        deadline: tokio::time::Instant,
+    ) -> Option<OwnedSemaphorePermit> {
         if let Ok(permit) = semaphore.clone().try_acquire_owned() {
             return Some(permit);
         }
         let inner = &self.inner;
-        if inner.waiting.fetch_add(1, Ordering::Relaxed) >= inner.config.max_queued {
-            inner.waiting.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
+        // Counted out by a guard: hyper drops this future when its client hangs
+        // up, and a count that leaked would close the queue for good.
+        let _waiting = Waiting::enter(&inner.waiting, inner.config.max_queued)?;
         let _queued = inner.metrics.queued();
-        let permit = tokio::time::timeout(
-            inner.config.queue_timeout,
-            semaphore.clone().acquire_owned(),
-        )
-        .await;
-        inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        let permit = tokio::time::timeout_at(deadline, semaphore.clone().acquire_owned()).await;
         permit.ok()?.ok()
     }
 
@@ -439,6 +440,28 @@ impl Runtime {
                 .build(),
             hooks: BodyHooks,
         }
+    }
+}
+
+/// One request in the queue, until dropped.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl<'a> Waiting<'a> {
+    /// None when `max` requests are waiting already.
+    fn enter(count: &'a std::sync::atomic::AtomicU32, max: u32) -> Option<Waiting<'a>> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Waiting(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

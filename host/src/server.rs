@@ -4,11 +4,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::limits::{ConnectionBytes, CountedIo};
@@ -16,6 +14,9 @@ use crate::runtime::{text_response, Runtime};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A new connection that has not started a request within this long may be
+/// closed when connections run short.
+const SHED_GRACE: Duration = Duration::from_millis(250);
 /// Bytes of request head (request line and headers) accepted; a longer head
 /// gets 431. Header fields are limited to hyper's default of 100 (more get
 /// 431 too).
@@ -77,7 +78,8 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let graceful = GracefulShutdown::new();
+    // Tells every connection to finish its response and close.
+    let stopping = tokio::sync::watch::Sender::new(());
     let connections = Arc::new(Connections {
         open: AtomicUsize::new(0),
         max: options.max_connections.max(2),
@@ -105,27 +107,23 @@ pub async fn serve(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        // Requests of this connection still running (their response bodies included).
-        let busy = Arc::new(AtomicUsize::new(0));
+        // Requests this connection has started: one that never started any may
+        // be dropped when connections run short; others are shut down the way
+        // hyper does it, finishing (and flushing) the response under way.
+        let started = Arc::new(AtomicUsize::new(0));
         let socket_bytes = ConnectionBytes::default();
         let service = {
             let runtime = runtime.clone();
-            let busy = busy.clone();
+            let started = started.clone();
             let socket_bytes = socket_bytes.clone();
             service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(socket_bytes.clone());
+                started.fetch_add(1, Ordering::Relaxed);
                 let runtime = runtime.clone();
-                let busy = Busy::enter(&busy);
                 async move {
-                    let response = answer(&runtime, request, peer, options).await;
-                    // The connection counts as busy until the body is sent.
-                    Ok::<_, std::convert::Infallible>(response.map(|body| {
-                        body.map_frame(move |frame| {
-                            let _ = &busy;
-                            frame
-                        })
-                        .boxed_unsync()
-                    }))
+                    Ok::<_, std::convert::Infallible>(
+                        answer(&runtime, request, peer, options).await,
+                    )
                 }
             })
         };
@@ -135,42 +133,49 @@ pub async fn serve(
             .header_read_timeout(options.idle_timeout)
             .max_header_size(MAX_HEAD_BYTES)
             .serve_connection(TokioIo::new(CountedIo::new(stream, socket_bytes)), service);
-        let connection = graceful.watch(connection);
         let open = OpenConnection {
             connections: connections.clone(),
             _gauge: runtime.metrics().connection(),
         };
         let mut shed = connections.shed.subscribe();
         shed.mark_unchanged();
+        let mut stop = stopping.subscribe();
+        let opened = std::time::Instant::now();
         tokio::spawn(async move {
             let _open = open;
             tokio::pin!(connection);
             loop {
-                tokio::select! {
+                let stopping = tokio::select! {
                     result = &mut connection => {
                         if let Err(error) = result {
                             tracing::debug!("connection from {peer} ended: {error}");
                         }
                         return;
                     }
-                    changed = shed.changed() => {
-                        if changed.is_err() {
-                            continue;
-                        }
-                        if busy.load(Ordering::Relaxed) == 0 {
-                            tracing::debug!("closing idle connection from {peer}: too many open");
-                            return;
-                        }
-                    }
+                    changed = shed.changed() => changed.is_ok().then_some(false),
+                    changed = stop.changed() => changed.is_ok().then_some(true),
+                };
+                let Some(stopping) = stopping else { continue };
+                if started.load(Ordering::Relaxed) == 0
+                    && (stopping || opened.elapsed() > SHED_GRACE)
+                {
+                    tracing::debug!("closing unused connection from {peer}");
+                    return;
                 }
+                // Closes an idle keep-alive connection now, a busy one after
+                // its response.
+                connection.as_mut().graceful_shutdown();
             }
         });
     }
+    stopping.send_replace(());
     tracing::info!("shutting down: waiting for open requests");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.open.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    if drained.await.is_err() {
         tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
     Ok(())
@@ -216,22 +221,6 @@ async fn answer(
         return response;
     }
     runtime.handle_from(request, Some(peer)).await
-}
-
-/// One request running on a connection, until dropped.
-struct Busy(Arc<AtomicUsize>);
-
-impl Busy {
-    fn enter(count: &Arc<AtomicUsize>) -> Busy {
-        count.fetch_add(1, Ordering::Relaxed);
-        Busy(count.clone())
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Counts a connection as open until dropped.

@@ -259,9 +259,18 @@ impl DirStore {
     fn place(&self, mut temp: TempFile, path: &Path, mode: WriteMode) -> Result<()> {
         let parent = path.parent().expect("blob paths have a parent");
         fs::create_dir_all(parent)?;
-        let published_size = match &self.layout.budget {
-            Some(_) if path.starts_with(&self.layout.blobs) => {
-                Some(fs::metadata(&temp.path)?.len())
+        // With a size budget: the sizes of the new file and of the one it
+        // replaces; a blob larger than the whole budget is refused.
+        let sizes = match &self.layout.budget {
+            Some(budget) if path.starts_with(&self.layout.blobs) => {
+                let size = fs::metadata(&temp.path)?.len();
+                if size > budget.max() {
+                    return Err(Error::Full(format!(
+                        "the blob is larger than the store's {}-byte maximum size",
+                        budget.max()
+                    )));
+                }
+                Some((size, fs::metadata(path).map_or(0, |m| m.len())))
             }
             _ => None,
         };
@@ -281,8 +290,14 @@ impl DirStore {
         if self.layout.fsync {
             File::open(parent)?.sync_all()?;
         }
-        if let (Some(budget), Some(size)) = (&self.layout.budget, published_size) {
-            budget.added(size);
+        if let (Some(budget), Some((size, replaced))) = (&self.layout.budget, sizes) {
+            // A create-only link replaced nothing (it fails if the key is taken).
+            let replaced = if mode == WriteMode::Overwrite {
+                replaced
+            } else {
+                0
+            };
+            budget.added(size, replaced);
         }
         Ok(())
     }
@@ -634,7 +649,12 @@ impl Backend for DirStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
-        fs::remove_file(self.blob_path(key)).map_err(not_found_is_miss)?;
+        let path = self.blob_path(key);
+        let size = fs::metadata(&path).map_or(0, |m| m.len());
+        fs::remove_file(&path).map_err(not_found_is_miss)?;
+        if let Some(budget) = &self.layout.budget {
+            budget.removed(size);
+        }
         self.layout.index.remove(key);
         Ok(())
     }

@@ -17,8 +17,12 @@
 //! slow or broken Azure is; misses then fail with the remote's error. Local
 //! copies are not revalidated: an entry another instance overwrote in Azure
 //! may be served from the edge until it is evicted (content-addressed keys,
-//! most of a build cache, cannot go stale).
+//! most of a build cache, cannot go stale). Within one edge, writes, commits
+//! and deletes of a key move its epoch; a fill that started before is
+//! dropped, and fills never replace a local copy (create-only), so a slow
+//! fill cannot bring back an older version.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -32,20 +36,62 @@ use super::*;
 pub struct EdgeStore {
     local: SharedBackend,
     remote: SharedBackend,
+    epochs: Arc<Epochs>,
 }
 
 impl EdgeStore {
     pub fn new(local: SharedBackend, remote: SharedBackend) -> EdgeStore {
-        EdgeStore { local, remote }
+        EdgeStore {
+            local,
+            remote,
+            epochs: Arc::new(Epochs::new()),
+        }
     }
 }
 
-/// How a blob the remote describes is written locally: the same description,
-/// verified against the remote's digest, always replacing.
-fn local_options(info: &BlobInfo) -> WriteOptions {
+/// A counter per key (hashed into a fixed table, so memory stays bounded; a
+/// collision only drops a fill that could have been kept), moved by every
+/// write, commit and delete.
+struct Epochs {
+    slots: Vec<AtomicU64>,
+    clock: AtomicU64,
+}
+
+impl Epochs {
+    const SLOTS: usize = 4096;
+
+    fn new() -> Epochs {
+        Epochs {
+            slots: (0..Self::SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            clock: AtomicU64::new(0),
+        }
+    }
+
+    fn slot(&self, key: &str) -> &AtomicU64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        &self.slots[hasher.finish() as usize % Self::SLOTS]
+    }
+
+    fn current(&self, key: &str) -> u64 {
+        self.slot(key).load(Ordering::Acquire)
+    }
+
+    fn bump(&self, key: &str) -> u64 {
+        let epoch = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        self.slot(key).store(epoch, Ordering::Release);
+        epoch
+    }
+}
+
+/// How a blob the remote describes is copied to the edge: the same
+/// description, verified against the remote's digest, never replacing a copy
+/// a write put there meanwhile.
+fn fill_options(info: &BlobInfo) -> WriteOptions {
     WriteOptions {
         staged_under: None,
-        mode: WriteMode::Overwrite,
+        mode: WriteMode::CreateOnly,
         content_type: info.content_type.clone(),
         metadata: info.metadata.clone(),
         expected_size: Some(info.size),
@@ -86,12 +132,13 @@ impl Backend for EdgeStore {
         if let Ok(found) = self.local.open(key, range).await {
             return Ok(found);
         }
+        let epoch = self.epochs.current(key);
         // A part of a blob is passed through; only whole reads fill the edge.
         let (info, stream) = self.remote.open(key, range).await?;
         if range.is_some() || info.sha256.is_none() {
             return Ok((info, stream));
         }
-        let fill = match self.local.create(key, local_options(&info)).await {
+        let fill = match self.local.create(key, fill_options(&info)).await {
             Ok(mut writer) => writer.body().ok().map(|body| (writer, body)),
             Err(_) => None,
         };
@@ -102,6 +149,9 @@ impl Backend for EdgeStore {
             remote: stream,
             fill: Some((writer, body)),
             remaining: info.size,
+            key: key.to_string(),
+            epoch,
+            epochs: self.epochs.clone(),
         };
         Ok((info, Box::new(tee)))
     }
@@ -118,6 +168,9 @@ impl Backend for EdgeStore {
             remote,
             local,
             local_body: None,
+            key: key.to_string(),
+            edge: self.local.clone(),
+            epochs: self.epochs.clone(),
         }))
     }
 
@@ -141,12 +194,14 @@ impl Backend for EdgeStore {
         options: WriteOptions,
     ) -> Result<BlobInfo> {
         let info = self.remote.commit_blocks(key, block_ids, options).await?;
-        // Whatever the edge held under this key is now out of date.
+        // Whatever the edge held (or is filling) under this key is out of date.
+        self.epochs.bump(key);
         let _ = self.local.delete(key).await;
         Ok(info)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
+        self.epochs.bump(key);
         let remote = self.remote.delete(key).await;
         let local = self.local.delete(key).await;
         match (remote, local) {
@@ -173,6 +228,10 @@ struct FillingStream {
     /// Bytes still to come: readers that know the size stop at the last byte
     /// without waiting for the end of the stream, so the copy is published then.
     remaining: u64,
+    key: String,
+    /// The key's epoch when the read began: a write since makes the copy stale.
+    epoch: u64,
+    epochs: Arc<Epochs>,
 }
 
 impl FillingStream {
@@ -204,9 +263,14 @@ impl FillingStream {
     fn publish(&mut self) {
         if let Some((writer, body)) = self.fill.take() {
             drop(body);
+            if self.epochs.current(&self.key) != self.epoch {
+                return;
+            }
             tokio::spawn(async move {
-                if let Err(error) = writer.finish().await {
-                    tracing::warn!("edge: the local copy of a remote blob was not kept: {error:?}");
+                match writer.finish().await {
+                    Ok(_) | Err(Error::AlreadyExists) => {}
+                    // The error text may name the digest, which is a key: not logged.
+                    Err(_) => tracing::warn!("edge: the local copy of a remote blob failed"),
                 }
             });
         }
@@ -248,6 +312,9 @@ impl Pollable for FillingStream {
 struct WriteThrough {
     remote: Box<dyn BlobWriter>,
     local: Option<Box<dyn BlobWriter>>,
+    key: String,
+    edge: SharedBackend,
+    epochs: Arc<Epochs>,
     /// The edge's body stream, shared with [`BothStreams`]: none once the edge
     /// fell behind, and then its copy is incomplete and must not be kept.
     local_body: Option<Arc<Mutex<Option<DynOutputStream>>>>,
@@ -271,12 +338,18 @@ impl BlobWriter for WriteThrough {
             remote,
             local,
             local_body,
+            key,
+            edge,
+            epochs,
         } = *self;
         let info = remote.finish().await?;
+        let mine = epochs.bump(&key);
         let complete = local_body.is_some_and(|body| body.lock().unwrap().take().is_some());
         if let (Some(local), true) = (local, complete) {
-            if let Err(error) = local.finish().await {
-                tracing::debug!("edge: the local copy of an upload was not kept: {error:?}");
+            if local.finish().await.is_ok() && epochs.current(&key) != mine {
+                // Another write of the key finished meanwhile: which copy is
+                // newer is unknown, so the edge keeps none (a later read refills).
+                let _ = edge.delete(&key).await;
             }
         }
         Ok(info)

@@ -29,6 +29,9 @@ pub const TOUCH_AFTER: Duration = Duration::from_secs(3600);
 pub struct Budget {
     max: u64,
     used: AtomicU64,
+    /// Bytes published since the current pass began its scan, which the
+    /// scan may not have seen.
+    since_scan: AtomicU64,
     wake: (Mutex<bool>, Condvar),
 }
 
@@ -39,6 +42,7 @@ impl Budget {
         let budget = Arc::new(Budget {
             max,
             used: AtomicU64::new(0),
+            since_scan: AtomicU64::new(0),
             wake: (Mutex::new(true), Condvar::new()),
         });
         let weak = Arc::downgrade(&budget);
@@ -54,12 +58,27 @@ impl Budget {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// A blob file of `bytes` was published.
-    pub fn added(&self, bytes: u64) {
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// A blob file of `bytes` was published, replacing one of `replaced` bytes.
+    pub fn added(&self, bytes: u64, replaced: u64) {
+        self.since_scan.fetch_add(bytes, Ordering::Relaxed);
         let used = self.used.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if used > self.max {
+        self.removed(replaced);
+        if used.saturating_sub(replaced) > self.max {
             self.wake();
         }
+    }
+
+    /// A blob file of `bytes` was deleted.
+    pub fn removed(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                Some(used.saturating_sub(bytes))
+            });
     }
 
     fn wake(&self) {
@@ -97,9 +116,26 @@ fn evict_loop(budget: Weak<Budget>, blobs: PathBuf) {
             }
             *woken = false;
         }
+        strong.since_scan.store(0, Ordering::Relaxed);
         match evict_once(&blobs, strong.max) {
             Ok(pass) => {
-                strong.used.store(pass.remaining, Ordering::Relaxed);
+                // What was published during the scan may or may not be in it:
+                // counting it again only brings the next pass forward.
+                let during = strong.since_scan.load(Ordering::Relaxed);
+                strong
+                    .used
+                    .store(pass.remaining + during, Ordering::Relaxed);
+                if pass.remaining > strong.max {
+                    // Files that cannot be removed: do not rescan back to back.
+                    tracing::warn!(
+                        "the store holds {} bytes, over its {}, and eviction could not remove more",
+                        pass.remaining,
+                        strong.max
+                    );
+                    drop(strong);
+                    std::thread::sleep(Duration::from_secs(10));
+                    continue;
+                }
                 if pass.evicted > 0 {
                     tracing::info!(
                         "evicted {} blobs ({} bytes) least recently used; {} of {} bytes in use",
@@ -126,8 +162,14 @@ pub struct Pass {
 struct Candidate {
     path: PathBuf,
     size: u64,
-    accessed: (i64, i64),
+    /// Last use: the later of access and modification (a blob just published
+    /// has an access time from when its upload began).
+    used: (i64, i64),
     inode: u64,
+}
+
+fn last_use(metadata: &fs::Metadata) -> (i64, i64) {
+    (metadata.atime(), metadata.atime_nsec()).max((metadata.mtime(), metadata.mtime_nsec()))
 }
 
 /// Scans `blobs` and, when it holds more than `max` bytes, removes the least
@@ -151,7 +193,7 @@ pub fn evict_once(blobs: &Path, max: u64) -> std::io::Result<Pass> {
             candidates.push(Candidate {
                 path: file.path(),
                 size: metadata.len(),
-                accessed: (metadata.atime(), metadata.atime_nsec()),
+                used: last_use(&metadata),
                 inode: metadata.ino(),
             });
         }
@@ -164,15 +206,14 @@ pub fn evict_once(blobs: &Path, max: u64) -> std::io::Result<Pass> {
         return Ok(pass);
     }
     let target = max - max / 10;
-    candidates.sort_unstable_by_key(|c| c.accessed);
+    candidates.sort_unstable_by_key(|c| c.used);
     for victim in candidates {
         if pass.remaining <= target {
             break;
         }
         // Read or replaced since the scan: it is recent now, leave it.
-        let unchanged = fs::metadata(&victim.path).is_ok_and(|now| {
-            now.ino() == victim.inode && (now.atime(), now.atime_nsec()) == victim.accessed
-        });
+        let unchanged = fs::metadata(&victim.path)
+            .is_ok_and(|now| now.ino() == victim.inode && last_use(&now) == victim.used);
         if unchanged && fs::remove_file(&victim.path).is_ok() {
             pass.evicted += 1;
             pass.freed += victim.size;

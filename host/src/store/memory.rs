@@ -66,11 +66,12 @@ impl MemoryStore {
         let mut total: u64 = blobs.values().map(|(data, _)| data.len() as u64).sum();
         let mut recency = self.inner.recency.lock().unwrap();
         while total > max {
-            let victim = recency
-                .iter()
-                .filter(|(key, _)| key.as_str() != keep)
-                .min_by_key(|(_, tick)| **tick)
-                .map(|(key, _)| key.clone());
+            // A blob with no recency (a delete raced its publish) goes first.
+            let victim = blobs
+                .keys()
+                .filter(|key| key.as_str() != keep)
+                .min_by_key(|key| recency.get(key.as_str()).copied().unwrap_or(0))
+                .cloned();
             let Some(victim) = victim else { break };
             recency.remove(&victim);
             if let Some((data, _)) = blobs.remove(&victim) {

@@ -166,7 +166,10 @@ fn sizes_are_checked_and_azure_is_bounded_otherwise() {
     assert!(error.contains("not a size such as 200GiB"), "{error}");
     let error = crate::support::start_failure(
         &["--store", "azure", "--max-size", "1GiB"],
-        &[("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")],
+        &[(
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "UseDevelopmentStorage=true",
+        )],
     );
     assert!(
         error.contains("lifecycle policy") && error.contains("blobcache gc"),

@@ -169,3 +169,44 @@ fn a_fill_cut_short_keeps_nothing() {
         edge_dir.path()
     ) == 1));
 }
+
+/// A fill that began before a delete of its key is not kept: the edge must
+/// not bring back an entry deleted meanwhile.
+#[test]
+fn a_fill_older_than_a_delete_is_dropped() {
+    let azurite = Azurite::start();
+    let proxy = FaultProxy::start(azurite.port);
+    let edge_dir = tempfile::tempdir().unwrap();
+    let edge = edge_server(&proxy, edge_dir.path());
+    let content = support::noise(8, 16 << 20);
+    assert_eq!(edge.put("/ccache/aa/entry", &content).status, 200);
+    // Only Azure has it now.
+    for file in walk_blobs(edge_dir.path()) {
+        std::fs::remove_file(file).unwrap();
+    }
+    let mut reader = support::Connection::open(&edge.addr);
+    reader.send("GET", "/ccache/aa/entry", &[], support::Body::Empty);
+    let mut incoming = reader.receive(false);
+    assert_eq!(incoming.status, 200);
+    let mut first = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(&mut incoming, &mut first).unwrap();
+    assert_eq!(edge.delete("/ccache/aa/entry").status / 100, 2);
+    let rest = incoming.read_until_close();
+    assert_eq!(first.len() + rest.len(), content.len());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        local_blob_count(edge_dir.path()),
+        0,
+        "the deleted entry came back"
+    );
+    assert_eq!(edge.get("/ccache/aa/entry").status, 404);
+}
+
+fn walk_blobs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("blobs"))
+        .unwrap()
+        .flatten()
+        .flat_map(|shard| std::fs::read_dir(shard.path()).unwrap().flatten())
+        .map(|entry| entry.path())
+        .collect()
+}
