@@ -363,7 +363,8 @@ fn decode_base64_any(text: &str) -> Option<Vec<u8>> {
 }
 
 fn parse_digest(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
+    // `from_str_radix` alone would take a sign: `+a` reads as 0x0a.
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut digest = [0u8; 32];
@@ -432,6 +433,10 @@ mod tests {
         assert!(!error.contains("s3cr3t"), "{error}");
         assert!(Tokens::parse("a rw a/b s").is_err());
         assert!(Tokens::parse("a rw * sha256:abc").is_err());
+        // 64 characters, but `+8` is not two hex digits.
+        let signed =
+            "a rw * sha256:5e88+898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+        assert!(Tokens::parse(signed).is_err());
         assert!(Tokens::parse("").unwrap().is_empty());
     }
 

@@ -263,10 +263,10 @@ pub fn verify_jwt(
     if !bool::from(expected.as_slice().ct_eq(&signature)) {
         return Err("the JWT signature is not valid".into());
     }
-    if now + CLOCK_SKEW_SECS < claims.nbf {
+    if now.saturating_add(CLOCK_SKEW_SECS) < claims.nbf {
         return Err("the JWT is not valid yet".into());
     }
-    if now > claims.exp + CLOCK_SKEW_SECS {
+    if now > claims.exp.saturating_add(CLOCK_SKEW_SECS) {
         return Err("the JWT has expired".into());
     }
     Ok((claims, Grant::of(token)))
@@ -338,6 +338,11 @@ mod tests {
         forged.ac = r#"[{"Scope":"refs/heads/release","Permission":3}]"#.into();
         parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
         assert!(verify_jwt(&tokens, &secret(), &parts.join("."), now).is_err());
+        // Times at the end of the range do not overflow.
+        let mut forever = claims(now);
+        forever.exp = u64::MAX;
+        let jwt = issue_jwt(&secret(), token, &forever);
+        assert!(verify_jwt(&tokens, &secret(), &jwt, now).is_ok());
         assert!(read_jwt("not-a-jwt").is_err());
         assert!(read_jwt("a.b.c").is_err());
     }

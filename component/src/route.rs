@@ -93,7 +93,11 @@ pub fn route(path_with_query: &str) -> (&'static Protocol, Parsed) {
     };
     let parsed = checked.map_err(Failure::bad_request).and_then(|parsed| {
         let rest = match protocol.root {
-            Root::Segment(_) => &parsed.segments[1..],
+            // Raw paths keep empty segments: `//azure/a/b` is not under `azure`.
+            Root::Segment(root) => match parsed.segments.split_first() {
+                Some((first, rest)) if *first == root => rest,
+                _ => return Err(Failure::bad_request("path has an empty segment")),
+            },
             Root::Index | Root::CatchAll => &parsed.segments[..],
         };
         (protocol.parse)(rest)
@@ -189,6 +193,8 @@ mod tests {
     fn bad_paths_are_refused_by_their_protocol() {
         assert_eq!(protocol_of("/ccache/a%2Fb"), ("ccache", Err(400)));
         assert_eq!(protocol_of("/a/../ac/x"), ("bazel", Err(400)));
+        // Raw paths keep empty segments: nothing before the root is skipped.
+        assert_eq!(protocol_of("//azure/acct/c/b"), ("azure-blob", Err(400)));
     }
 
     #[test]

@@ -58,7 +58,8 @@ pub fn parse(value: &str) -> Parsed {
 impl RangeSpec {
     /// The bytes `start..end` this range covers in a blob of `size` bytes, or
     /// none when it cannot be satisfied (416): it starts at or past the end, or
-    /// is an empty suffix.
+    /// is an empty suffix, or a suffix of an empty blob. A range it gives is
+    /// never empty (`start < end`), so [`content_range`] can write it.
     pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
         match self {
             RangeSpec::From { first, last } => {
@@ -68,7 +69,9 @@ impl RangeSpec {
                 let end = last.map_or(size, |last| last.saturating_add(1).min(size));
                 Some((first, end))
             }
+            // An empty blob has no last bytes to give: 416, as for `bytes=0-`.
             RangeSpec::Suffix(0) => None,
+            RangeSpec::Suffix(_) if size == 0 => None,
             RangeSpec::Suffix(n) => Some((size.saturating_sub(n), size)),
         }
     }
@@ -136,6 +139,8 @@ mod tests {
         assert_eq!(RangeSpec::Suffix(3).resolve(10), Some((7, 10)));
         assert_eq!(RangeSpec::Suffix(30).resolve(10), Some((0, 10)));
         assert_eq!(RangeSpec::Suffix(0).resolve(10), None);
+        // An empty blob has no last bytes: 416, not a 206 of nothing.
+        assert_eq!(RangeSpec::Suffix(5).resolve(0), None);
         assert_eq!(content_range(7, 10, 10), "bytes 7-9/10");
     }
 }

@@ -148,7 +148,8 @@ pub fn percent_decode_strict(text: &str) -> Option<String> {
 }
 
 /// `%XX` escapes decoded; anything that does not decode to UTF-8 is kept as sent.
-fn percent_decode(text: &str) -> String {
+#[doc(hidden)] // public for the fuzz targets (fuzz/)
+pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;

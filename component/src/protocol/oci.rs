@@ -190,7 +190,8 @@ fn is_name_component(component: &str) -> bool {
 }
 
 /// `sha256:<64 lowercase hex>`: the only algorithm served.
-fn parse_digest(digest: &str) -> Result<String, Failure> {
+#[doc(hidden)] // public for the fuzz targets (fuzz/)
+pub fn parse_digest(digest: &str) -> Result<String, Failure> {
     match digest.strip_prefix("sha256:") {
         Some(hex) if crate::path::is_sha256_hex(hex) => Ok(digest.to_string()),
         _ => Err(Failure::bad_request(format!(
@@ -663,20 +664,22 @@ fn read_document(key: &str, limit: usize) -> Result<Vec<u8>, Failure> {
 }
 
 /// What a manifest refers to, read from its JSON.
+#[doc(hidden)] // public for the fuzz targets (fuzz/)
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ManifestDocument {
-    media_type: Option<String>,
-    config: Option<Descriptor>,
+pub struct ManifestDocument {
+    pub media_type: Option<String>,
+    pub config: Option<Descriptor>,
     #[serde(default)]
-    layers: Vec<Descriptor>,
+    pub layers: Vec<Descriptor>,
     #[serde(default)]
-    manifests: Vec<Descriptor>,
+    pub manifests: Vec<Descriptor>,
 }
 
+#[doc(hidden)] // public for the fuzz targets (fuzz/)
 #[derive(serde::Deserialize)]
-struct Descriptor {
-    digest: String,
+pub struct Descriptor {
+    pub digest: String,
 }
 
 fn put_manifest(

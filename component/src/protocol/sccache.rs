@@ -159,7 +159,8 @@ fn propfind(request: &Request, resource: &Resource) -> Result<Response, Failure>
 
 /// An empty body means `allprop`; otherwise it must be one well-formed XML
 /// document whose root is `propfind` (any namespace prefix).
-fn check_propfind_body(body: &[u8]) -> Result<(), Failure> {
+#[doc(hidden)] // public for the fuzz targets (fuzz/)
+pub fn check_propfind_body(body: &[u8]) -> Result<(), Failure> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }

@@ -15,7 +15,8 @@
 //! blobs. Requests are signed with Shared Key by an account named after a token
 //! (its key issued by blobcache, see [`crate::credentials`]), or carry a SAS.
 
-mod credential;
+#[doc(hidden)] // public for the fuzz targets (fuzz/)
+pub mod credential;
 pub mod xml;
 
 use crate::auth::{Access, Caller, Need, Scope};

@@ -22,7 +22,8 @@
 //! - `entries/<version>/<key>`: a finalized entry, naming its data blob.
 
 mod identity;
-mod message;
+#[doc(hidden)] // public for the fuzz targets (fuzz/)
+pub mod message;
 
 use serde_json::json;
 
