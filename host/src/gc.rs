@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::store::azure::AzureStore;
+use crate::store::eviction;
 
 #[derive(Clone, Copy, Debug)]
 pub struct GcOptions {
@@ -104,28 +105,11 @@ impl Summary {
 pub fn collect_dir(root: &Path, options: &GcOptions) -> std::io::Result<Summary> {
     let now = unix(SystemTime::now());
     let mut summary = Summary::default();
-    for shard in fs::read_dir(root.join("blobs"))?.flatten() {
-        let Ok(files) = fs::read_dir(shard.path()) else {
-            continue;
-        };
-        for file in files.flatten() {
-            let Ok(metadata) = file.metadata() else {
-                continue;
-            };
-            if !metadata.is_file() {
-                continue;
-            }
-            let last_used = metadata
-                .accessed()
-                .into_iter()
-                .chain(metadata.modified())
-                .map(unix)
-                .max()
-                .unwrap_or(0);
-            summary.entry(metadata.len(), last_used, now, options, || {
-                fs::remove_file(file.path()).is_ok()
-            });
-        }
+    for (path, metadata) in eviction::blob_files(&root.join("blobs"))? {
+        let last_used = eviction::last_use_unix(&metadata);
+        summary.entry(metadata.len(), last_used, now, options, || {
+            fs::remove_file(&path).is_ok()
+        });
     }
     if let Ok(temps) = fs::read_dir(root.join("tmp")) {
         for temp in temps.flatten() {

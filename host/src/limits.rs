@@ -22,6 +22,9 @@ use wasmtime_wasi::p2::{
     DynInputStream, DynOutputStream, InputStream, OutputStream, Pollable, StreamResult,
 };
 
+/// How long a request runs before the watchdog starts watching it.
+const WATCH_AFTER: Duration = Duration::from_millis(50);
+
 /// How often the engine's epoch advances.
 pub const EPOCH_TICK: Duration = Duration::from_millis(50);
 
@@ -176,6 +179,13 @@ where
     F: std::future::Future<Output = wasmtime::Result<()>>,
 {
     tokio::pin!(request);
+    // Most requests end within milliseconds: only longer ones pay for reading
+    // the progress counters (a socket ioctl each), and their first window
+    // starts this much later.
+    tokio::select! {
+        result = &mut request => return result,
+        () = tokio::time::sleep(WATCH_AFTER) => {}
+    }
     let mut seen = progress.bytes();
     let mut client_seen = progress.client_bytes();
     let mut grace = true;

@@ -172,31 +172,36 @@ fn last_use(metadata: &fs::Metadata) -> (i64, i64) {
     (metadata.atime(), metadata.atime_nsec()).max((metadata.mtime(), metadata.mtime_nsec()))
 }
 
+/// A blob's last use in Unix seconds: the later of access and modification.
+pub fn last_use_unix(metadata: &fs::Metadata) -> u64 {
+    last_use(metadata).0.max(0) as u64
+}
+
+/// Every blob file under `blobs` (the store's `blobs/<shard>/` files) with its
+/// metadata; what cannot be read is skipped.
+pub fn blob_files(blobs: &Path) -> std::io::Result<impl Iterator<Item = (PathBuf, fs::Metadata)>> {
+    Ok(fs::read_dir(blobs)?
+        .flatten()
+        .filter_map(|shard| fs::read_dir(shard.path()).ok())
+        .flat_map(|files| files.flatten())
+        .filter_map(|file| Some((file.path(), file.metadata().ok()?)))
+        .filter(|(_, metadata)| metadata.is_file()))
+}
+
 /// Scans `blobs` and, when it holds more than `max` bytes, removes the least
 /// recently used files until it holds at most nine tenths of `max` (so the
 /// next few uploads do not start another pass at once).
 pub fn evict_once(blobs: &Path, max: u64) -> std::io::Result<Pass> {
     let mut candidates = Vec::new();
     let mut total = 0u64;
-    for shard in fs::read_dir(blobs)?.flatten() {
-        let Ok(files) = fs::read_dir(shard.path()) else {
-            continue;
-        };
-        for file in files.flatten() {
-            let Ok(metadata) = file.metadata() else {
-                continue;
-            };
-            if !metadata.is_file() {
-                continue;
-            }
-            total += metadata.len();
-            candidates.push(Candidate {
-                path: file.path(),
-                size: metadata.len(),
-                used: last_use(&metadata),
-                inode: metadata.ino(),
-            });
-        }
+    for (path, metadata) in blob_files(blobs)? {
+        total += metadata.len();
+        candidates.push(Candidate {
+            path,
+            size: metadata.len(),
+            used: last_use(&metadata),
+            inode: metadata.ino(),
+        });
     }
     let mut pass = Pass {
         remaining: total,

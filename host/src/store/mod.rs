@@ -10,7 +10,7 @@
 pub mod azure;
 pub mod dir;
 pub mod edge;
-mod eviction;
+pub(crate) mod eviction;
 mod host_impl;
 mod key_index;
 pub mod memory;
