@@ -183,6 +183,8 @@ where
     // the progress counters (a socket ioctl each), and their first window
     // starts this much later.
     tokio::select! {
+        // The request first: a timer is registered only once it waits.
+        biased;
         result = &mut request => return result,
         () = tokio::time::sleep(WATCH_AFTER) => {}
     }

@@ -1,9 +1,12 @@
 //! Runs the cache component: one wasmtime engine, one pre-instantiated component,
 //! and a fresh instance per request.
 
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -17,7 +20,7 @@ use wasmtime::{
     StoreLimitsBuilder, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -376,8 +379,7 @@ impl Runtime {
         let limit = inner.config.guest_timeout;
         let min_rate = inner.config.min_transfer_rate;
         let metrics = inner.metrics.clone();
-        // The guest keeps running after it sends the head, to stream the body.
-        let task = tokio::spawn(async move {
+        let guest = async move {
             let _slot = slot;
             let _in_flight = metrics.in_flight();
             let started = std::time::Instant::now();
@@ -394,30 +396,74 @@ impl Runtime {
             let result = limits::watchdog(run, progress, limit, min_rate).await;
             metrics.instance(started.elapsed());
             result
-        });
-        match receiver.await {
-            Ok(Ok(response)) => {
+        };
+        // The guest runs here, in the connection's task, until it answers. A small
+        // request ends within that stretch, its body already in the channel, and
+        // costs no task, no timer and no wake-up of another thread. A guest still
+        // streaming its body goes on in a task of its own, which (unlike the body,
+        // that hyper polls only while the client reads) the watchdog keeps
+        // running, so a stalled client cannot hold the slot.
+        let mut guest = Some(Box::pin(guest));
+        let mut receiver = receiver;
+        let first = std::future::poll_fn(|cx| {
+            let running = guest.as_mut().expect("polled until it ends");
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                running.as_mut().poll(cx)
+            }));
+            match polled {
+                Ok(Poll::Ready(result)) => return Poll::Ready(FirstStretch::Ended(result)),
+                Ok(Poll::Pending) => {}
+                Err(panic) => return Poll::Ready(FirstStretch::Panicked(panic)),
+            }
+            Pin::new(&mut receiver)
+                .poll(cx)
+                .map(|answer| FirstStretch::Answered(answer.map_err(|_| ())))
+        })
+        .await;
+        let (answer, ended) = match first {
+            FirstStretch::Answered(answer) => (answer, None),
+            FirstStretch::Ended(result) => (receiver.try_recv().map_err(|_| ()), Some(result)),
+            FirstStretch::Panicked(panic) => {
+                // A panicked future must not be polled again.
+                drop(guest.take());
+                let reason = panic_message(&panic);
+                anyhow::bail!("the request's host code panicked: {reason}");
+            }
+        };
+        match (answer, ended) {
+            (Ok(Ok(response)), None) => {
                 let metrics = inner.metrics.clone();
+                let guest = guest.take().expect("still running");
                 tokio::spawn(async move {
-                    if let Ok(Err(error)) = task.await {
-                        let kind = error
-                            .downcast_ref::<limits::Stopped>()
-                            .map_or("component_failed_streaming", |s| s.kind());
-                        metrics.error(kind);
-                        tracing::warn!("cache component failed while streaming: {error:#}");
-                    }
+                    report_streaming_failure(&metrics, guest.await);
                 });
                 Ok(response)
             }
-            Ok(Err(code)) => anyhow::bail!("the component answered with error {code:?}"),
-            Err(_) => match task.await {
-                Ok(Ok(())) => anyhow::bail!("the component returned without answering"),
-                Ok(Err(error)) => match error.downcast::<limits::Stopped>() {
-                    Ok(stopped) => Err(stopped.into()),
-                    Err(error) => Err(anyhow::anyhow!("{error:?}")),
-                },
-                Err(join) => Err(join.into()),
-            },
+            (Ok(Ok(response)), Some(result)) => {
+                report_streaming_failure(&inner.metrics, result);
+                Ok(response)
+            }
+            (Ok(Err(code)), ended) => {
+                if ended.is_none() {
+                    // Let it end as it would have, on its own.
+                    let guest = guest.take().expect("still running");
+                    tokio::spawn(async move { drop(guest.await) });
+                }
+                anyhow::bail!("the component answered with error {code:?}")
+            }
+            (Err(()), ended) => {
+                let result = match ended {
+                    Some(result) => result,
+                    None => guest.take().expect("still running").await,
+                };
+                match result {
+                    Ok(()) => anyhow::bail!("the component returned without answering"),
+                    Err(error) => match error.downcast::<limits::Stopped>() {
+                        Ok(stopped) => Err(stopped.into()),
+                        Err(error) => Err(anyhow::anyhow!("{error:?}")),
+                    },
+                }
+            }
         }
     }
 
@@ -440,6 +486,37 @@ impl Runtime {
                 .build(),
             hooks: BodyHooks,
         }
+    }
+}
+
+/// How the first stretch of a guest's run, up to its answer, ended.
+enum FirstStretch {
+    /// The response head (or the error code the guest answered with); the
+    /// guest may still be running.
+    Answered(Result<Result<hyper::Response<HyperOutgoingBody>, ErrorCode>, ()>),
+    /// The guest returned (or was stopped); its answer, if any, is in the channel.
+    Ended(wasmtime::Result<()>),
+    Panicked(Box<dyn std::any::Any + Send>),
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text
+    } else {
+        "(no message)"
+    }
+}
+
+/// Counts and logs a guest that failed after it sent its answer.
+fn report_streaming_failure(metrics: &Metrics, result: wasmtime::Result<()>) {
+    if let Err(error) = result {
+        let kind = error
+            .downcast_ref::<limits::Stopped>()
+            .map_or("component_failed_streaming", |s| s.kind());
+        metrics.error(kind);
+        tracing::warn!("cache component failed while streaming: {error:#}");
     }
 }
 
