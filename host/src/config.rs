@@ -174,6 +174,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BLOBCACHE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
+    /// Threads serving connections, each with its own event loop; a connection
+    /// stays on the thread that accepted it. Default: one per CPU.
+    #[arg(long, env = "BLOBCACHE_THREADS")]
+    pub threads: Option<usize>,
+
     /// Directory for compiled machine code of the component, reused across restarts.
     /// Default: `$XDG_CACHE_HOME/blobcache/compiled`, else `~/.cache/blobcache/compiled`.
     #[arg(long, env = "BLOBCACHE_COMPILE_CACHE")]

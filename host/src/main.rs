@@ -231,8 +231,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let backend = blobcache::open_store(&args.store_config()).await?;
     let runtime = Runtime::new(backend.clone(), args.runtime_config(&tokens))?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
+    let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     if tokens.count == 0 {
         tracing::warn!(
@@ -267,7 +266,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         status.location
     );
     return_freed_memory();
-    blobcache::server::serve(listener, runtime, options, shutdown_signal()).await
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    blobcache::server::serve_on_threads(listener, threads, runtime, options, shutdown_signal())
+        .await
 }
 
 /// Every ten seconds, hands memory that transfers freed back to the kernel.

@@ -78,34 +78,145 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    // Tells every connection to finish its response and close.
-    let stopping = tokio::sync::watch::Sender::new(());
-    let connections = Arc::new(Connections {
-        open: AtomicUsize::new(0),
-        max: options.max_connections.max(2),
-        shed: tokio::sync::watch::Sender::new(()),
-    });
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of descriptors and the like: make room, back off instead of spinning.
-                    tracing::warn!("accept failed: {error}");
-                    runtime.metrics().error("accept_failed");
-                    connections.shed.send_replace(());
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        if !connections.admit() {
-            runtime.metrics().error("connection_refused");
-            drop(stream);
-            continue;
+    let server = Server::new(options);
+    tokio::select! {
+        () = server.accept(listener, runtime) => {}
+        () = shutdown => {}
+    }
+    server.stop();
+    server.drain().await;
+    Ok(())
+}
+
+/// [`serve`] on `threads` threads, each running its own single-threaded tokio
+/// runtime that accepts from the same listening socket, as nginx's workers do.
+/// A connection stays on the thread that accepted it: its requests never wake
+/// another thread, which on a small machine costs more than the request itself.
+/// The thread least busy tends to accept first, so connections spread by load.
+pub async fn serve_on_threads(
+    listener: std::net::TcpListener,
+    threads: usize,
+    runtime: Runtime,
+    options: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
+    let server = Arc::new(Server::new(options));
+    let mut workers = Vec::new();
+    for index in 0..threads.max(1) {
+        let listener = listener.try_clone()?;
+        let server = server.clone();
+        let runtime = runtime.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("blobcache-serve-{index}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let tokio = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                tokio.block_on(async {
+                    let listener = TcpListener::from_std(listener)?;
+                    server.accept(listener, runtime).await;
+                    server.drain().await;
+                    Ok(())
+                })
+            })?;
+        workers.push(worker);
+    }
+    shutdown.await;
+    server.stop();
+    let results = tokio::task::spawn_blocking(move || {
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a server thread panicked")))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    results.into_iter().collect()
+}
+
+/// What the threads serving one listener share: the open connections, and the
+/// signal to stop.
+struct Server {
+    options: ServeOptions,
+    connections: Arc<Connections>,
+    /// Tells accept loops to stop and every connection to finish its response and close.
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl Server {
+    fn new(options: ServeOptions) -> Server {
+        Server {
+            options,
+            connections: Arc::new(Connections {
+                open: AtomicUsize::new(0),
+                max: options.max_connections.max(2),
+                shed: tokio::sync::watch::Sender::new(()),
+            }),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Waits (up to the drain timeout) for open connections to close.
+    async fn drain(&self) {
+        tracing::info!("shutting down: waiting for open requests");
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while self.connections.open.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        if drained.await.is_err() {
+            tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; stopping anyway");
+        }
+    }
+
+    /// Accepts connections until [`Server::stop`], serving each in a task of
+    /// the current runtime.
+    async fn accept(&self, listener: TcpListener, runtime: Runtime) {
+        let connections = &self.connections;
+        let mut stop_accepting = self.stopping.subscribe();
+        loop {
+            if *stop_accepting.borrow_and_update() {
+                return;
+            }
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of descriptors and the like: make room, back off instead of spinning.
+                        tracing::warn!("accept failed: {error}");
+                        runtime.metrics().error("accept_failed");
+                        connections.shed.send_replace(());
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop_accepting.changed() => continue,
+            };
+            if !connections.admit() {
+                runtime.metrics().error("connection_refused");
+                drop(stream);
+                continue;
+            }
+            self.serve_connection(stream, peer, &runtime);
+        }
+    }
+
+    fn serve_connection(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        runtime: &Runtime,
+    ) {
+        let options = self.options;
+        let connections = &self.connections;
         let _ = stream.set_nodelay(true);
         // Requests this connection has started: one that never started any may
         // be dropped when connections run short; others are shut down the way
@@ -139,7 +250,7 @@ pub async fn serve(
         };
         let mut shed = connections.shed.subscribe();
         shed.mark_unchanged();
-        let mut stop = stopping.subscribe();
+        let mut stop = self.stopping.subscribe();
         let opened = std::time::Instant::now();
         tokio::spawn(async move {
             let _open = open;
@@ -153,7 +264,7 @@ pub async fn serve(
                         return;
                     }
                     changed = shed.changed() => changed.is_ok().then_some(false),
-                    changed = stop.changed() => changed.is_ok().then_some(true),
+                    changed = stop.changed() => changed.is_ok().then(|| *stop.borrow_and_update()),
                 };
                 let Some(stopping) = stopping else { continue };
                 if started.load(Ordering::Relaxed) == 0
@@ -168,17 +279,6 @@ pub async fn serve(
             }
         });
     }
-    stopping.send_replace(());
-    tracing::info!("shutting down: waiting for open requests");
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.open.load(Ordering::Relaxed) > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    if drained.await.is_err() {
-        tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; stopping anyway");
-    }
-    Ok(())
 }
 
 /// What the host answers itself (bad `Host`, `/metrics`), else the component's answer.
