@@ -98,6 +98,7 @@ pub struct Metrics {
     queued: Gauge,
     connections: Gauge,
     instance_seconds: Histogram,
+    memory_grows: Counter,
     started: Instant,
     uptime: Gauge<f64, std::sync::atomic::AtomicU64>,
     store_bytes: Gauge,
@@ -185,6 +186,12 @@ impl Metrics {
             Unit::Seconds,
             instance_seconds.clone(),
         );
+        let memory_grows = Counter::default();
+        registry.register(
+            "guest_memory_grows",
+            "Times a request's instance grew its linear memory beyond its initial size",
+            memory_grows.clone(),
+        );
         let uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register_with_unit(
             "uptime",
@@ -213,6 +220,7 @@ impl Metrics {
             queued,
             connections,
             instance_seconds,
+            memory_grows,
             started: Instant::now(),
             uptime,
         }
@@ -261,8 +269,12 @@ impl Metrics {
         self.errors.get_or_create(&ErrorLabels { kind }).inc();
     }
 
-    pub fn instance(&self, lifetime: Duration) {
+    /// One instance ended after `lifetime`, having grown its memory `grows` times.
+    pub fn instance(&self, lifetime: Duration, grows: u64) {
         self.instance_seconds.observe(lifetime.as_secs_f64());
+        if grows > 0 {
+            self.memory_grows.inc_by(grows);
+        }
     }
 
     /// Counts one request in flight until the guard drops.

@@ -100,8 +100,59 @@ pub struct RequestState {
     pub(crate) backend: SharedBackend,
     pub(crate) progress: Progress,
     progress_seen: u64,
-    limits: StoreLimits,
+    limits: GuestLimits,
     hooks: BodyHooks,
+}
+
+/// The instance's limits, counting how often the guest grows its memory: a
+/// component whose initial memory fits a request grows it not at all.
+struct GuestLimits {
+    limits: StoreLimits,
+    memory_grows: u64,
+}
+
+impl wasmtime::ResourceLimiter for GuestLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Instantiation asks for the initial size, from nothing.
+        if current > 0 {
+            self.memory_grows += 1;
+        }
+        self.limits.memory_growing(current, desired, maximum)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 /// Outgoing bodies buffer one chunk of at most this many bytes: with the
@@ -394,7 +445,7 @@ impl Runtime {
                     .await
             };
             let result = limits::watchdog(run, progress, limit, min_rate).await;
-            metrics.instance(started.elapsed());
+            metrics.instance(started.elapsed(), store.data().limits.memory_grows);
             result
         };
         // The guest runs here, in the connection's task, until it answers. A small
@@ -480,10 +531,13 @@ impl Runtime {
             backend: self.inner.backend.clone(),
             progress,
             progress_seen: 0,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(config.guest_memory)
-                .instances(32)
-                .build(),
+            limits: GuestLimits {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(config.guest_memory)
+                    .instances(32)
+                    .build(),
+                memory_grows: 0,
+            },
             hooks: BodyHooks,
         }
     }

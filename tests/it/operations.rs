@@ -91,6 +91,13 @@ fn metrics_count_known_traffic() {
         delta("blobcache_errors_total{kind=\"bad_request_head\"}"),
         1.0
     );
+    // Small requests fit in the component's initial memory: no instance grows it.
+    assert!(
+        after
+            .lines()
+            .any(|line| line == "blobcache_guest_memory_grows_total 0"),
+        "{after}"
+    );
     assert_eq!(sample(&after, "blobcache_requests_in_flight"), 0.0);
     assert_eq!(sample(&after, "blobcache_requests_queued"), 0.0);
     assert!(sample(&after, "blobcache_connections_open") >= 1.0);
