@@ -5,8 +5,9 @@ with its Azure store, all over the same Azurite.
 
     python3 bench/components.py [--quick]
 
-Same blobs, same client (one keep-alive HTTP connection), same run: 1 KiB GETs,
-1 MiB and 256 MiB uploads (sha256-verified) and downloads, and each server's peak
+Same blobs, same client (one keep-alive HTTP connection), same run: 1 KiB GETs
+(rate, p99, and the server's CPU time per request), 1 MiB and 256 MiB uploads
+(sha256-verified; rate and CPU time per MiB) and downloads, and each server's peak
 RSS. The native host is the reference; the ratios say what running everywhere
 costs (uploads pass through the components' memory and are hashed in wasm; every
 request instantiates both components). Needs what ./test.sh installs (Azurite,
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from run import ROOT, children, free_port, peak_rss_kib, say, wait_port
+from run import ROOT, children, cpu_seconds, free_port, peak_rss_kib, say, wait_port
 
 QUICK = "--quick" in sys.argv
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -100,8 +101,9 @@ def create_container(port, name):
     return connection
 
 
-def measure(port, blobs):
-    """Throughputs (MB/s, req/s) of one server over the prepared blobs."""
+def measure(port, blobs, pids):
+    """Throughputs (MB/s, req/s), small-GET p99 and the server's CPU time per
+    request and per MiB uploaded (its own work, without Azurite's) of one server."""
     results = {}
     client = http.client.HTTPConnection("127.0.0.1", port)
     small = os.urandom(1024)
@@ -109,20 +111,28 @@ def measure(port, blobs):
     client.request("PUT", small_path, body=small)
     assert client.getresponse().read() is not None
     start = time.perf_counter()
+    cpu = cpu_seconds(pids)
+    latencies = []
     for _ in range(SMALL_GETS):
+        sent = time.perf_counter()
         client.request("GET", small_path)
         response = client.getresponse()
         assert response.read() == small and response.status == 200
+        latencies.append(time.perf_counter() - sent)
     results["1 KiB GET req/s"] = SMALL_GETS / (time.perf_counter() - start)
+    results["1 KiB GET p99 ms"] = sorted(latencies)[int(len(latencies) * 0.99)] * 1e3
+    results["1 KiB GET CPU us/req"] = (cpu_seconds(pids) - cpu) / SMALL_GETS * 1e6
     for size, repeat, digest, data in blobs:
         label = f"{size >> 20} MiB"
         start = time.perf_counter()
+        cpu = cpu_seconds(pids)
         for _ in range(repeat):
             client.request("PUT", f"/cas/{digest}", body=data)
             response = client.getresponse()
             response.read()
             assert response.status == 200, response.status
         results[f"{label} upload MB/s"] = size * repeat / (time.perf_counter() - start) / 1e6
+        results[f"{label} upload CPU ms/MiB"] = (cpu_seconds(pids) - cpu) / (size * repeat / (1 << 20)) * 1e3
         start = time.perf_counter()
         for _ in range(repeat):
             client.request("GET", f"/cas/{digest}")
@@ -161,10 +171,10 @@ def main():
             say(f"{name}: measuring")
             process, server_port = start(connection, container)
             servers.append(process)
-            results[name] = measure(server_port, blobs)
             # `spin up` serves from a child process: count the whole tree.
             tree = [process.pid] + children(process.pid)
             tree += [grandchild for child in tree[1:] for grandchild in children(child)]
+            results[name] = measure(server_port, blobs, tree)
             results[name]["peak RSS MiB"] = peak_rss_kib(tree) / 1024
     finally:
         for process in servers:
@@ -179,6 +189,8 @@ def main():
     for key in native:
         print(f"{key:<24}{native[key]:>12.1f}{served[key]:>16.1f}{served[key] / native[key]:>7.2f}"
               f"{spin[key]:>10.1f}{spin[key] / native[key]:>7.2f}")
+    print("(rates: higher is faster; p99, CPU and RSS: lower is better; CPU is the serving"
+          " process's own, Azurite's excluded)")
 
 
 if __name__ == "__main__":

@@ -114,7 +114,8 @@ def main():
     ensure_tools()
     if shutil.which("node") is None:
         raise SystemExit("node is missing (Debian package nodejs)")
-    work = tempfile.mkdtemp(prefix="blobcache-peers-bench-")
+    # BENCH_DIR: as for bench/run.py (small uploads measure the filesystem too).
+    work = tempfile.mkdtemp(prefix="blobcache-peers-bench-", dir=os.environ.get("BENCH_DIR"))
     small = os.path.join(work, "small")
     with open(small, "wb") as f:
         f.write(os.urandom(1024))
