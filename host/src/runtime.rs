@@ -100,6 +100,8 @@ pub struct RequestState {
     pub(crate) backend: SharedBackend,
     pub(crate) progress: Progress,
     progress_seen: u64,
+    /// Epoch ticks the guest has run wasm without moving data.
+    idle_ticks: u64,
     limits: GuestLimits,
     hooks: BodyHooks,
 }
@@ -398,16 +400,32 @@ impl Runtime {
         let inner = &self.inner;
         let mut store = Store::new(&inner.engine, self.request_state(progress.clone()));
         store.limiter(|state| &mut state.limits);
+        // A guest running wasm yields at every epoch tick: its thread's event
+        // loop serves other connections too, and must not wait for a guest
+        // that spins until its time limit. It is stopped after a whole time
+        // limit of ticks without moving data.
         let ticks = limits::ticks(inner.config.guest_timeout);
-        store.set_epoch_deadline(ticks);
+        store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut context| {
             let state = context.data_mut();
             let now = state.progress.bytes();
-            if now <= state.progress_seen {
-                wasmtime::bail!("the request exceeded the guest time limit without moving data");
+            if now > state.progress_seen {
+                state.progress_seen = now;
+                state.idle_ticks = 0;
+            } else {
+                state.idle_ticks += 1;
+                if state.idle_ticks >= ticks {
+                    wasmtime::bail!(
+                        "the request exceeded the guest time limit without moving data"
+                    );
+                }
             }
-            state.progress_seen = now;
-            Ok(UpdateDeadline::Yield(ticks))
+            // tokio's own yield lets the event loop poll for I/O and timers
+            // before the guest runs again.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -531,6 +549,7 @@ impl Runtime {
             backend: self.inner.backend.clone(),
             progress,
             progress_seen: 0,
+            idle_ticks: 0,
             limits: GuestLimits {
                 limits: StoreLimitsBuilder::new()
                     .memory_size(config.guest_memory)

@@ -312,6 +312,39 @@ fn guest_failures_answer_500_and_the_server_keeps_serving() {
 }
 
 #[test]
+fn a_spinning_guest_takes_turns_with_the_other_requests_of_its_thread() {
+    // One event loop serves both connections. A guest spinning in wasm yields at
+    // every epoch tick, so the second request (spinning too) is answered one time
+    // limit after it was sent, not after the first guest's limit and then its own.
+    let dir = tempfile::tempdir().unwrap();
+    let component = misbehaving_component(dir.path(), "spin", "(loop $forever (br $forever))");
+    let server = Server::start_with(&[
+        "--component",
+        component.to_str().unwrap(),
+        "--guest-timeout",
+        "3",
+        "--threads",
+        "1",
+    ]);
+    let addr = server.addr.clone();
+    let first = std::thread::spawn(move || {
+        let mut connection = Connection::open(&addr);
+        connection.send("GET", "/healthz", &[], Body::Empty);
+        connection.receive(false).collect().status
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = std::time::Instant::now();
+    let second = server.get("/healthz");
+    let waited = sent.elapsed();
+    assert_eq!(second.status, 500, "{}", second.text());
+    assert_eq!(first.join().unwrap(), 500);
+    assert!(
+        waited < Duration::from_millis(4500),
+        "the second request waited {waited:?} for a guest time limit of 3 s"
+    );
+}
+
+#[test]
 fn a_long_transfer_is_not_cut_by_the_guest_time_limit() {
     // The time limit stops guests that spin, not transfers that move data slowly.
     let server = Server::start_with(&["--guest-timeout", "1"]);
