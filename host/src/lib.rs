@@ -9,7 +9,8 @@
 //!   component's settings such as `BLOBCACHE_TOKENS` in `component_env`);
 //! - [`Runtime::handle`] serves one hyper request with a fresh instance; the
 //!   response's [`runtime::ServedBy`] extension names the protocol;
-//! - [`server::serve`] is the HTTP/1.1 server `blobcache serve` runs.
+//! - [`server::serve_on_threads`] is the HTTP/1.1 server `blobcache serve` runs
+//!   (one event loop per thread); [`server::serve`] runs on the caller's runtime.
 //!
 //! `host/examples/edge_proxy.rs` embeds the runtime in another hyper server.
 //! The wasmtime bindings and the guest limits are internal.
