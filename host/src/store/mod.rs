@@ -2,7 +2,7 @@
 //!
 //! [`Backend`] is the native face of the WIT interface: [`dir`] (the default) keeps
 //! blobs in a local directory, [`memory`] in process memory, [`azure`] in Azure Blob
-//! Storage. [`host_impl`] binds a backend to the component. Shared pieces live here
+//! Storage. `host_impl` binds a backend to the component. Shared pieces live here
 //! once: the verifying sink every writer streams into, and the readers. Key, block
 //! id and verification rules come from `blobcache-store-rules`, which the store
 //! component uses too.

@@ -1,5 +1,5 @@
 //! The Azure Blob Storage store: the `azure` crate's signed requests, sent with
-//! reqwest, with timeouts and streaming both ways ([`upload`], [`download`]).
+//! reqwest, with timeouts and streaming both ways (`upload`, `download`).
 //! What to send and what an answer means (retries, error mapping, commit, finish,
 //! conflict settlement) is decided in `azure::store`, shared with the store
 //! component; this module is the tokio transport that drives those decisions.
