@@ -110,6 +110,8 @@ pub async fn serve_on_threads(
         let worker = std::thread::Builder::new()
             .name(format!("blobcache-serve-{index}"))
             .spawn(move || -> anyhow::Result<()> {
+                // However this thread ends (an error, a panic), the others stop too.
+                let _stop_all = StopAll(server.clone());
                 let tokio = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -122,7 +124,12 @@ pub async fn serve_on_threads(
             })?;
         workers.push(worker);
     }
-    shutdown.await;
+    tokio::select! {
+        () = shutdown => {}
+        () = server.thread_ended.notified() => {
+            tracing::error!("a server thread ended; stopping the others");
+        }
+    }
     server.stop();
     let results = tokio::task::spawn_blocking(move || {
         workers
@@ -138,6 +145,17 @@ pub async fn serve_on_threads(
     results.into_iter().collect()
 }
 
+/// Stops every thread's accept loop when dropped, and tells the caller of
+/// [`serve_on_threads`] that a thread ended.
+struct StopAll(Arc<Server>);
+
+impl Drop for StopAll {
+    fn drop(&mut self) {
+        self.0.stop();
+        self.0.thread_ended.notify_one();
+    }
+}
+
 /// What the threads serving one listener share: the open connections, and the
 /// signal to stop.
 struct Server {
@@ -145,6 +163,8 @@ struct Server {
     connections: Arc<Connections>,
     /// Tells accept loops to stop and every connection to finish its response and close.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Signalled when a serving thread ends.
+    thread_ended: tokio::sync::Notify,
 }
 
 impl Server {
@@ -157,6 +177,7 @@ impl Server {
                 shed: tokio::sync::watch::Sender::new(()),
             }),
             stopping: tokio::sync::watch::Sender::new(false),
+            thread_ended: tokio::sync::Notify::new(),
         }
     }
 
