@@ -312,6 +312,31 @@ fn guest_failures_answer_500_and_the_server_keeps_serving() {
 }
 
 #[test]
+fn a_stopping_server_finishes_the_download_under_way_then_exits() {
+    use std::io::Read;
+    let mut server = Server::start();
+    let blob = support::noise(11, 16 << 20);
+    let digest = sha256_hex(&blob);
+    assert_eq!(server.put(&format!("/cas/{digest}"), &blob).status, 200);
+    let mut connection = Connection::open(&server.addr);
+    connection.send("GET", &format!("/cas/{digest}"), &[], Body::Empty);
+    let mut incoming = connection.receive(false);
+    assert_eq!(incoming.status, 200);
+    let mut received = vec![0; 1 << 16];
+    incoming.read_exact(&mut received).unwrap();
+    server.terminate();
+    // The download goes on to its end; then every event loop drains and the
+    // process exits cleanly.
+    incoming.read_to_end(&mut received).unwrap();
+    assert_eq!(received.len(), blob.len());
+    assert_eq!(sha256_hex(&received), digest);
+    let status = server
+        .wait_exit(Duration::from_secs(15))
+        .expect("the server exits once its requests are done");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
 fn a_spinning_guest_takes_turns_with_the_other_requests_of_its_thread() {
     // One event loop serves both connections. A guest spinning in wasm yields at
     // every epoch tick, so the second request (spinning too) is answered one time

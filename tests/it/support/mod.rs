@@ -245,6 +245,24 @@ impl Server {
         self.process.try_wait().unwrap().is_none()
     }
 
+    /// Sends SIGTERM, as a service manager stopping the server does.
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) on the server's own process.
+        unsafe { libc::kill(self.process.id() as i32, libc::SIGTERM) };
+    }
+
+    /// The server's exit status, if it exits within `timeout`.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.process.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Blobs the store holds (memory store: from /status; dir store: blob files).
     pub fn blob_count(&self) -> u64 {
         let status: serde_json::Value = serde_json::from_slice(&self.get("/status").body).unwrap();
