@@ -5,15 +5,7 @@
 # and syscalls (strace -c), with wrk (1 thread, 32 connections, pinned to core 1).
 # Needs wrk and strace (Debian packages). bench/profile.sh shows where the time goes.
 #   bench/per_request.sh
-BIN="$(cd "$(dirname "$0")/.." && pwd)/target/release/blobcache"
-D=$(mktemp -d)
-BLOBCACHE_LOG=warn $BIN serve --listen 127.0.0.1:0 --store dir:$D/s > $D/out 2>/dev/null &
-PID=$!
-sleep 1.5
-ADDR=$(head -1 $D/out | sed 's|.*http://||; s| .*||')
-head -c 1024 /dev/urandom > $D/blob
-H=$(sha256sum $D/blob | cut -d' ' -f1)
-curl -s -X PUT --data-binary @$D/blob http://$ADDR/cas/$H > /dev/null
+source "$(dirname "$0")/small_server.sh"
 cat > $D/put.lua <<LUA
 wrk.method = "PUT"
 local f = io.open("$D/blob", "rb"); wrk.body = f:read("*all"); f:close()

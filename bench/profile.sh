@@ -7,16 +7,8 @@
 set -euo pipefail
 WHAT=${1:-get}
 HERE="$(cd "$(dirname "$0")" && pwd)"
-BIN="$HERE/../target/release/blobcache"
-D=$(mktemp -d)
+source "$HERE/small_server.sh"
 trap 'kill $PID 2>/dev/null; rm -rf $D' EXIT
-BLOBCACHE_LOG=warn $BIN serve --listen 127.0.0.1:0 --store dir:$D/s > $D/out 2>/dev/null &
-PID=$!
-sleep 1.5
-ADDR=$(head -1 $D/out | sed 's|.*http://||; s| .*||')
-head -c 1024 /dev/urandom > $D/blob
-H=$(sha256sum $D/blob | cut -d' ' -f1)
-curl -s -X PUT --data-binary @$D/blob http://$ADDR/cas/$H > /dev/null
 cat > $D/put.lua <<LUA
 local body = string.rep("x", 1024)
 local n = 0
