@@ -165,6 +165,8 @@ struct Server {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Signalled when a serving thread ends.
     thread_ended: tokio::sync::Notify,
+    /// Whether the drain timed out (said once, not by every thread).
+    gave_up: std::sync::atomic::AtomicBool,
 }
 
 impl Server {
@@ -178,22 +180,26 @@ impl Server {
             }),
             stopping: tokio::sync::watch::Sender::new(false),
             thread_ended: tokio::sync::Notify::new(),
+            gave_up: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn stop(&self) {
-        self.stopping.send_replace(true);
+        let was_stopping = self.stopping.send_replace(true);
+        if !was_stopping {
+            tracing::info!("shutting down: waiting for open requests");
+        }
     }
 
-    /// Waits (up to the drain timeout) for open connections to close.
+    /// Waits (up to the drain timeout) for open connections to close; every
+    /// serving thread does, as its connections run on its own event loop.
     async fn drain(&self) {
-        tracing::info!("shutting down: waiting for open requests");
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             while self.connections.open.load(Ordering::Relaxed) > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        if drained.await.is_err() {
+        if drained.await.is_err() && !self.gave_up.swap(true, Ordering::Relaxed) {
             tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; stopping anyway");
         }
     }

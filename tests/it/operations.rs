@@ -106,6 +106,24 @@ fn metrics_count_known_traffic() {
 }
 
 #[test]
+fn a_log_written_to_a_file_has_no_terminal_colours() {
+    let mut server = Server::start();
+    assert_eq!(server.get("/healthz").status, 200);
+    assert!(crate::support::eventually(
+        std::time::Duration::from_secs(5),
+        || server.log_text().contains("blobcache::access")
+    ));
+    server.terminate();
+    assert!(server
+        .wait_exit(std::time::Duration::from_secs(15))
+        .is_some());
+    let log = server.log_text();
+    assert!(!log.contains('\x1b'), "{log}");
+    // Every thread drains, one line says so.
+    assert_eq!(log.matches("shutting down").count(), 1, "{log}");
+}
+
+#[test]
 fn access_log_has_a_line_per_request_and_no_secrets() {
     let token = "tok3n-Zq8vXbW2mL5nR7pK";
     let server = Server::start_with_env(
