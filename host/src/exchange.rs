@@ -129,7 +129,8 @@ impl Drop for Exchange {
             status,
             bytes_in = self.bytes_in.load(Ordering::Relaxed),
             bytes_out = self.bytes_out.load(Ordering::Relaxed),
-            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            // To the microsecond: more digits are noise in a log line.
+            duration_ms = (self.start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             peer = self.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
             "request"
         );

@@ -156,7 +156,19 @@ fn access_log_has_a_line_per_request_and_no_secrets() {
     assert_eq!(statuses[1..], [200, 401]);
     for line in &lines {
         assert_eq!(line["protocol"], "ccache", "{line}");
-        assert!(line["duration_ms"].as_f64().is_some(), "{line}");
+        let duration = line["duration_ms"]
+            .as_f64()
+            .expect("duration_ms is a number");
+        // Milliseconds to the microsecond: no binary-fraction tails in the log.
+        assert!(
+            line["duration_ms"]
+                .to_string()
+                .split('.')
+                .nth(1)
+                .is_none_or(|d| d.len() <= 3),
+            "{line}"
+        );
+        assert!(duration >= 0.0, "{line}");
         assert_eq!(line["peer"], "127.0.0.1");
     }
     assert_eq!(lines[0]["method"], "PUT");
