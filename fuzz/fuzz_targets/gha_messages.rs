@@ -222,15 +222,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(text) = std::str::from_utf8(body) {
         check_encoding(text);
-        let number = u64::from_le_bytes(
-            data.iter()
-                .copied()
-                .chain([0; 8])
-                .take(8)
-                .collect::<Vec<_>>()
-                .try_into()
-                .unwrap(),
-        );
+        let number = blobcache_fuzz::leading_u64(data);
         check_replies(text, number);
     }
 });

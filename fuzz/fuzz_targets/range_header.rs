@@ -63,15 +63,7 @@ fn check_resolve(spec: RangeSpec, size: u64) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let size = u64::from_le_bytes(
-        data.iter()
-            .copied()
-            .chain([0; 8])
-            .take(8)
-            .collect::<Vec<_>>()
-            .try_into()
-            .unwrap(),
-    );
+    let size = blobcache_fuzz::leading_u64(data);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

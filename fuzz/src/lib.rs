@@ -31,6 +31,14 @@ pub fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
+/// The first eight bytes of `data` as a little-endian number (zeros past its end).
+pub fn leading_u64(data: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    let n = data.len().min(8);
+    bytes[..n].copy_from_slice(&data[..n]);
+    u64::from_le_bytes(bytes)
+}
+
 /// One of `choices`.
 pub fn pick<'a>(u: &mut Unstructured<'_>, choices: &[&'a str]) -> &'a str {
     choices[u.choose_index(choices.len()).unwrap_or(0)]

@@ -274,6 +274,25 @@ fn misbehaving_component(dir: &std::path::Path, name: &str, body: &str) -> std::
 }
 
 #[test]
+fn memory_growth_of_request_instances_is_counted() {
+    // Each request's instance grows its memory twice, then traps; instantiation
+    // (the initial size) is not counted.
+    let dir = tempfile::tempdir().unwrap();
+    let body = "(drop (memory.grow (i32.const 1))) (drop (memory.grow (i32.const 1))) unreachable";
+    let component = misbehaving_component(dir.path(), "grows", body);
+    let server = Server::start_with(&["--component", component.to_str().unwrap()]);
+    for _ in 0..3 {
+        assert_eq!(server.get("/healthz").status, 500);
+    }
+    let metrics = server.get("/metrics").text();
+    let grows = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("blobcache_guest_memory_grows_total "))
+        .unwrap_or_else(|| panic!("no memory growth counter:\n{metrics}"));
+    assert_eq!(grows, "6", "{metrics}");
+}
+
+#[test]
 fn guest_failures_answer_500_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
