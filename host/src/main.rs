@@ -233,8 +233,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let backend = blobcache::open_store(&args.store_config()).await?;
     let runtime = Runtime::new(backend.clone(), args.runtime_config(&tokens))?;
-    let listener = std::net::TcpListener::bind(listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let listener = bind(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     if tokens.count == 0 {
         tracing::warn!(
             "no access tokens configured: the cache is open, anyone who can reach {listen} \
@@ -273,6 +272,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     blobcache::server::serve_on_threads(listener, threads, runtime, options, shutdown_signal())
         .await
+}
+
+/// The listening socket, with an accept backlog of 1,024 rather than the 128
+/// std and tokio use: a fleet of build machines starting at once opens
+/// hundreds of connections, and a full backlog costs each extra one a
+/// retransmitted SYN, a second or more.
+fn bind(address: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)?.into_std()
 }
 
 /// Every ten seconds, hands memory that transfers freed back to the kernel.
